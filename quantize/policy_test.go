@@ -382,3 +382,19 @@ func TestLlamaOrder(t *testing.T) {
 		t.Errorf("order %v, want %v", got, want)
 	}
 }
+
+func TestPlanUnsupportedTypes(t *testing.T) {
+	m := planModel(tinyGemma1, ir.F32)
+	o, err := ParseTensorTypeOverride("ffn_up=iq2_xxs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in llama-quantize, the 2-bit i-quants need an importance matrix.
+	if _, _, err := Plan(m, PlanOptions{FileType: FileQ4_K_M, Overrides: []TensorTypeOverride{o}}); err == nil || !strings.Contains(err.Error(), "importance matrix") {
+		t.Errorf("IQ2_XXS without imatrix: %v", err)
+	}
+	// With one, the missing kernel is reported before any data is read.
+	if _, _, err := Plan(m, PlanOptions{FileType: FileQ4_K_M, Overrides: []TensorTypeOverride{o}, Imatrix: true}); err == nil || !strings.Contains(err.Error(), "no quantizer for type IQ2_XXS") {
+		t.Errorf("IQ2_XXS: %v", err)
+	}
+}
