@@ -12,6 +12,7 @@ import (
 
 	// Every format reader registers itself with ir.Open.
 	_ "github.com/gemmaconv/gemmaconv/formats/gguf"
+	_ "github.com/gemmaconv/gemmaconv/formats/jax"
 	_ "github.com/gemmaconv/gemmaconv/formats/safetensors"
 )
 

@@ -256,8 +256,9 @@ func (s *synth) writeMsgpack(t *testing.T, path string) {
 
 // --- Orbax (per-array zarr directories) writer ---------------------------
 
-// layout returns chunk bytes for a [rows, cols]-flattened leaf: chunk
-// (ci, cj) of chunk shape cs, stored in C order or transposed (F order).
+// chunkBytes returns the stored bytes of the chunk at grid position cidx
+// (chunk shape cs) of a bf16 leaf, in C or Fortran order, edge chunks
+// padded with zeros.
 func chunkBytes(shape, cs, cidx []int64, data []byte, fortran bool) []byte {
 	r := len(shape)
 	n := int64(1)

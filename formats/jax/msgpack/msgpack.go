@@ -102,10 +102,12 @@ type Error struct {
 	Err    error
 }
 
+// Error formats the file, offset and cause.
 func (e *Error) Error() string {
 	return fmt.Sprintf("msgpack: %s: offset %d: %v", e.File, e.Offset, e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
 
 // decoder reads msgpack through a small look-ahead buffer over an
@@ -515,6 +517,7 @@ type multiSection struct {
 	size int64
 }
 
+// ReadAt reads across segment boundaries.
 func (m *multiSection) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("msgpack: negative offset")

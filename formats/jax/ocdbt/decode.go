@@ -54,6 +54,7 @@ type FormatError struct {
 	Err        error
 }
 
+// Error formats the location and cause.
 func (e *FormatError) Error() string {
 	where := "byte"
 	if e.Compressed {
@@ -62,6 +63,7 @@ func (e *FormatError) Error() string {
 	return fmt.Sprintf("ocdbt: %s: %s at file offset %d: %s %d: %v", e.File, e.Object, e.FileOffset, where, e.Offset, e.Err)
 }
 
+// Unwrap returns the cause.
 func (e *FormatError) Unwrap() error { return e.Err }
 
 // reader decodes the little-endian and varint fields of an OCDBT object.
@@ -268,6 +270,7 @@ type Ref struct {
 // empty tree (offset and length both all ones).
 func (r Ref) Missing() bool { return r.Offset == math.MaxUint64 && r.Length == math.MaxUint64 }
 
+// String renders the reference as path[offset:+length].
 func (r Ref) String() string {
 	return fmt.Sprintf("%s[%d:+%d]", r.File.Path(), r.Offset, r.Length)
 }

@@ -275,3 +275,41 @@ func TestCheckRelPath(t *testing.T) {
 		}
 	}
 }
+
+// TestNumberedManifest rebuilds a database with the numbered manifest
+// kind: manifest.ocdbt holds only the config, manifest.<generation> the
+// versions.
+func TestNumberedManifest(t *testing.T) {
+	src := filepath.Join(goldens, "ocdbt", "files_min_arity.ocdbt")
+	dir := copyDir(t, src)
+	man, err := os.ReadFile(filepath.Join(dir, "manifest.ocdbt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _, err := envelope(man, manifestMagic, "manifest", "manifest.ocdbt", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &reader{b: body}
+	readConfig(r)
+	cfg := append([]byte(nil), body[:r.pos]...)
+	cfg[16] = 1 // manifest_kind: numbered
+	os.WriteFile(filepath.Join(dir, "manifest.ocdbt"), frame(manifestMagic, append([]byte{0, 0}, cfg...)), 0o644)
+	// Without the numbered file: a clear error.
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "numbered") {
+		t.Fatalf("got %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "manifest.0000000000000001"), frame(manifestMagic, append([]byte{0, 0}, body...)), 0o644)
+	db, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	v, err := db.Get("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := v.Bytes(10); string(b) != "bar" {
+		t.Errorf("c = %q", b)
+	}
+}

@@ -545,6 +545,7 @@ type stream struct {
 	pos int64
 }
 
+// ReadAt decodes forward to off (restarting for a backward read).
 func (s *stream) ReadAt(p []byte, off int64) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -38,6 +38,7 @@ type Store interface {
 // relative to Root.
 type DirStore struct{ Root string }
 
+// String names the store by its directory.
 func (s DirStore) String() string { return s.Root }
 
 func (s DirStore) path(key string) (string, error) {
@@ -102,8 +103,10 @@ type fileValue struct {
 	size int64
 }
 
+// Size is the file size at Get time.
 func (f *fileValue) Size() int64 { return f.size }
 
+// ReadAt opens the file and reads from it.
 func (f *fileValue) ReadAt(p []byte, off int64) (int, error) {
 	h, err := os.Open(f.path)
 	if err != nil {
@@ -120,6 +123,7 @@ type OCDBTStore struct {
 	Prefix string
 }
 
+// String names the database and prefix.
 func (s OCDBTStore) String() string {
 	if s.Prefix == "" {
 		return s.DB.Dir() + " (OCDBT)"

@@ -88,25 +88,20 @@ func chunkData(shape, cs, cidx []int64, es int, data, fillv []byte, perm []int, 
 			st[i] = rem % cs[perm[i]]
 			rem /= cs[perm[i]]
 		}
-		in, flat := true, int64(0)
+		// Global position of the stored element, in array dimensions.
+		g := make([]int64, r)
+		in := true
 		for i := 0; i < r; i++ {
 			d := perm[i]
-			g := cidx[d]*cs[d] + st[i]
-			if g >= shape[d] {
+			g[d] = cidx[d]*cs[d] + st[i]
+			if g[d] >= shape[d] {
 				in = false
 			}
-			_ = d
 		}
 		if in {
-			// C-order flat index of the global position.
+			flat := int64(0)
 			for d := 0; d < r; d++ {
-				var g int64
-				for i := 0; i < r; i++ {
-					if perm[i] == d {
-						g = cidx[d]*cs[d] + st[i]
-					}
-				}
-				flat = flat*shape[d] + g
+				flat = flat*shape[d] + g[d]
 			}
 			e := append([]byte(nil), data[flat*int64(es):(flat+1)*int64(es)]...)
 			if bigEnd {
@@ -512,5 +507,39 @@ func FuzzMetadata(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
+	})
+}
+
+// FuzzChunk: hostile chunk bytes (a v2 zstd chunk, a v3 shard with its
+// index) give errors, not panics or unbounded allocations.
+func FuzzChunk(f *testing.F) {
+	v2 := `{"zarr_format":2,"shape":[4,3],"chunks":[4,3],"dtype":"<f4","compressor":{"id":"zstd"},"fill_value":0}`
+	v3 := `{"zarr_format":3,"node_type":"array","shape":[4,3],"data_type":"float32","chunk_grid":{"name":"regular","configuration":{"chunk_shape":[4,3]}},
+		"chunk_key_encoding":{"name":"default"},"fill_value":0,"codecs":[{"name":"sharding_indexed","configuration":{"chunk_shape":[2,3],
+		"codecs":[{"name":"bytes","configuration":{"endian":"little"}},{"name":"zstd"}],
+		"index_codecs":[{"name":"bytes","configuration":{"endian":"little"}},{"name":"crc32c"}]}}]}`
+	e, _ := zstd.NewWriter(nil)
+	chunk := e.EncodeAll(make([]byte, 48), nil)
+	f.Add(chunk, false)
+	var shard []byte
+	shard = append(shard, e.EncodeAll(make([]byte, 24), nil)...)
+	n := len(shard)
+	idx := binary.LittleEndian.AppendUint64(nil, 0)
+	idx = binary.LittleEndian.AppendUint64(idx, uint64(n))
+	idx = binary.LittleEndian.AppendUint64(idx, math.MaxUint64)
+	idx = binary.LittleEndian.AppendUint64(idx, math.MaxUint64)
+	idx = binary.LittleEndian.AppendUint32(idx, crc32.Checksum(idx, castagnoli))
+	f.Add(append(shard, idx...), true)
+	f.Fuzz(func(t *testing.T, data []byte, sharded bool) {
+		st := memStore{".zarray": []byte(v2), "0.0": data}
+		if sharded {
+			st = memStore{"zarr.json": []byte(v3), "c/0/0": data}
+		}
+		a, err := Open(st, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Release()
+		a.ReadAt(make([]byte, a.Size()), 0)
 	})
 }
