@@ -114,7 +114,7 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 		if err := l.up.mul(b.xn, n, b.u, w, &b.xd); err != nil {
 			return err
 		}
-		parallelFor(n, w, func(i int) {
+		parallelFor(n, min(w, split(int64(n)*int64(ffn)*16)), func(i int) {
 			g, u := b.g[i*ffn:(i+1)*ffn], b.u[i*ffn:(i+1)*ffn]
 			for j, x := range g {
 				g[j] = gelu(x) * u[j]
@@ -164,7 +164,8 @@ func (s *State) attention(li, n int) {
 	b := &s.buf
 	capf := cfg.AttnSoftcap
 	var next atomic.Int64
-	parallel(min(md.workers, n*H), func() {
+	span := int64(min(s.pos+n, size)) // keys per query, at most
+	parallel(min(md.workers, n*H, split(int64(n*H)*span*int64(2*D))), func() {
 		scores := make([]float32, 0, size)
 		probs := make([]float64, 0, size)
 		acc := make([]float64, D)

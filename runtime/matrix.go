@@ -235,8 +235,18 @@ func (m *Matrix) mul(x []float32, n int, out []float32, workers int, xd *[]float
 			mulChunk(w, rn, m.Cols, xs, n, out, m.Rows, r0)
 		}
 	}
-	parallel(min(workers, nchunks), work)
+	parallel(min(workers, nchunks, split(int64(n)*int64(m.Rows)*int64(m.Cols))), work)
 	return firstErr
+}
+
+// minWork is the least work (in multiply-adds or similar inner-loop steps)
+// worth handing to another goroutine: waking one costs microseconds, far
+// more on a loaded machine, so single-token steps stay mostly serial.
+const minWork = 1 << 18
+
+// split returns how many goroutines work units of work deserve.
+func split(work int64) int {
+	return int(max(1, min(1<<20, work/minWork)))
 }
 
 // parallel runs fn on w goroutines (the caller's included) and waits.

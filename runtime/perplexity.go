@@ -140,7 +140,7 @@ func Perplexity(md *Model, tokens []int32, ctx, chunks int, opts PerplexityOptio
 			return PerplexityResult{}, fmt.Errorf("perplexity: chunk %d: %w", k, err)
 		}
 		base := k*p.ctx + p.first
-		parallelFor(rows, md.workers, func(i int) {
+		parallelFor(rows, min(md.workers, split(int64(rows*V)*16)), func(i int) {
 			nll[i] = nllOf(logits[i*V:(i+1)*V], tokens[base+i+1])
 		})
 		for _, v := range nll {
@@ -286,7 +286,7 @@ func KLDivergence(md, base *Model, tokens []int32, ctx, chunks int, opts Perplex
 			return KLDResult{}, fmt.Errorf("kl-divergence: chunk %d: %w", k, err)
 		}
 		off := k*p.ctx + p.first
-		parallelFor(rows, workers, func(i int) {
+		parallelFor(rows, min(workers, split(int64(rows*V)*48)), func(i int) {
 			per[i] = kldOne(lq[i*V:(i+1)*V], lb[i*V:(i+1)*V], tokens[off+i+1])
 		})
 		all = append(all, per...)

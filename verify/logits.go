@@ -28,10 +28,12 @@ type Tolerances struct {
 	MaxKLD float64 `json:"max_kld"`
 }
 
-// DefaultTolerances are limits that a sound quantized artifact (down to
-// about 3 bits per weight) passes and a broken one does not; see
-// docs/verify.md for the figures they are based on.
-var DefaultTolerances = Tolerances{MaxRel: 0.5, MaxAbs: 0, MinTop1: 0.7, MaxKLD: 0.5}
+// DefaultTolerances are a gross-breakage gate: every quantization type
+// down to Q2_K passes them on the fixture models, and an artifact with
+// garbage weights does not. MaxAbs is off by default because logit scales
+// differ between models. Tighten them per preset; docs/verify.md lists
+// measured figures and suggested limits.
+var DefaultTolerances = Tolerances{MaxRel: 1, MaxAbs: 0, MinTop1: 0.3, MaxKLD: 0.5}
 
 // PromptResult is one golden prompt's comparison.
 type PromptResult struct {

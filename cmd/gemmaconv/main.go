@@ -13,6 +13,7 @@ import (
 	// Every format reader registers itself with ir.Open.
 	_ "github.com/gemmaconv/gemmaconv/formats/gguf"
 	_ "github.com/gemmaconv/gemmaconv/formats/jax"
+	_ "github.com/gemmaconv/gemmaconv/formats/pytorch"
 	_ "github.com/gemmaconv/gemmaconv/formats/safetensors"
 )
 
@@ -44,7 +45,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
-	root.AddCommand(newConvertCmd(g), newInspectCmd(g), newQuantizeCmd(g))
+	root.AddCommand(newConvertCmd(g), newInspectCmd(g), newQuantizeCmd(g),
+		newTokenizeCmd(g), newRunCmd(g), newPerplexityCmd(g), newGoldensCmd(g), newVerifyCmd(g))
 	return root
 }
 

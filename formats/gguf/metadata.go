@@ -60,7 +60,6 @@ const (
 	keyChatTemplate  = "tokenizer.chat_template"
 	keyFileType      = "general.file_type"
 	keyArchitecture  = "general.architecture"
-	keyAlignment     = "general.alignment"
 	llamaRopeDefault = 10000.0 // llama.cpp's rope_freq_base_train when the key is absent
 )
 

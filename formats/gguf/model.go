@@ -61,7 +61,7 @@ type meta struct {
 }
 
 func (r *meta) errf(key, format string, args ...any) error {
-	return fmt.Errorf("gguf: %s: key %q: %s", r.f.Path, key, fmt.Sprintf(format, args...))
+	return &Error{Path: r.f.Path, Item: fmt.Sprintf("key %q", key), Offset: r.f.KeyOffset(key), Msg: fmt.Sprintf(format, args...)}
 }
 
 func (r *meta) get(key string) (any, bool) {
@@ -165,7 +165,7 @@ func modelFromFile(f *File) (*ir.Model, error) {
 	case ir.Gemma1, ir.Gemma2, ir.Gemma3:
 		c.Family = ir.Family(arch)
 	default:
-		return nil, fmt.Errorf("gguf: %s: architecture %s is not a Gemma text model (gemma, gemma2, gemma3)", f.Path, brief(av))
+		return nil, r.errf(keyArchitecture, "architecture %s is not a Gemma text model (gemma, gemma2, gemma3)", brief(av))
 	}
 	k := func(s string) string { return arch + "." + s }
 	var err error
@@ -185,6 +185,11 @@ func modelFromFile(f *File) (*ir.Model, error) {
 	}
 	if c.NumHeads == 0 {
 		return nil, r.errf(k(keyHeadCount), "is 0")
+	}
+	// Every layer has at least nine tensors; checking before anything is
+	// sized by the layer count keeps a corrupt count from allocating.
+	if c.NumLayers == 0 || c.NumLayers > len(f.Tensors)/9 {
+		return nil, r.errf(k(keyBlockCount), "%d layers, but the file has %d tensors (a Gemma layer has at least 9)", c.NumLayers, len(f.Tensors))
 	}
 	if c.NumKVHeads, err = r.uint(k(keyHeadCountKV), false, c.NumHeads); err != nil {
 		return nil, err

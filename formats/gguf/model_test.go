@@ -269,3 +269,56 @@ func TestVocabPadding(t *testing.T) {
 		t.Error("unknown_token_id written")
 	}
 }
+
+func TestOpenModelErrors(t *testing.T) {
+	if _, err := OpenModel(filepath.Join("..", "..", "goldens", "gguf", "imatrix.gguf")); err == nil || !strings.Contains(err.Error(), "general.architecture") {
+		t.Errorf("imatrix as a model: %v", err)
+	}
+	base := tinyModel(tinyConfig(ir.Gemma2), false)
+	kvs, err := Metadata(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(key string, v any) []ir.KV {
+		out := append([]ir.KV(nil), kvs...)
+		for i := range out {
+			if out[i].Key == key {
+				if v == nil {
+					return append(out[:i], out[i+1:]...)
+				}
+				out[i].Value = v
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name string
+		kvs  []ir.KV
+		want string
+	}{
+		{"llama", edit("general.architecture", "llama"), "not a Gemma"},
+		{"huge block count", edit("gemma2.block_count", uint32(1<<30)), "at least 9"},
+		{"string block count", edit("gemma2.block_count", "3"), "want an integer"},
+		{"missing eps", edit("gemma2.attention.layer_norm_rms_epsilon", nil), "required key"},
+		{"value length", edit("gemma2.attention.value_length", uint32(8)), "one head size"},
+		{"yarn", append(edit("", nil), ir.KV{Key: "gemma2.rope.scaling.type", Value: "yarn"}), "not supported"},
+		{"short scores", edit("tokenizer.ggml.scores", []float32{1}), "float32s"},
+		{"bad pattern", append(edit("", nil), ir.KV{Key: "gemma2.attention.sliding_window_pattern", Value: []bool{true}}), "entries for 3 layers"},
+		{"wrong shape", edit("gemma2.embedding_length", uint32(64)), "shape"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "m.gguf")
+			if err := WriteFile(p, c.kvs, base.Tensors, WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := OpenModel(p)
+			if err == nil {
+				m.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p) {
+				t.Errorf("error %q does not mention %q and the file", err, c.want)
+			}
+		})
+	}
+}

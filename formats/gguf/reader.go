@@ -85,6 +85,7 @@ type File struct {
 	Size int64
 
 	kvIndex     map[string]int
+	kvOffsets   []int64 // file offset of each entry's key
 	tensorIndex map[string]int
 	data        []byte   // the whole file: mapped, or given to Parse; nil when reading with pread
 	mapped      bool     // data is an mmap (unmap on Close, madvise on Release)
@@ -133,6 +134,15 @@ func (f *File) Lookup(key string) (any, bool) {
 		return nil, false
 	}
 	return f.KV[i].Value, true
+}
+
+// KeyOffset returns the file offset where a metadata entry begins, or -1.
+func (f *File) KeyOffset(key string) int64 {
+	i, ok := f.kvIndex[key]
+	if !ok || i >= len(f.kvOffsets) {
+		return -1
+	}
+	return f.kvOffsets[i]
 }
 
 // Tensor returns the info of the named tensor, or nil.
@@ -433,6 +443,7 @@ func (f *File) parse(src io.ReaderAt) error {
 		}
 		f.kvIndex[key] = len(f.KV)
 		f.KV = append(f.KV, ir.KV{Key: key, Value: val})
+		f.kvOffsets = append(f.kvOffsets, at)
 	}
 
 	f.Alignment = DefaultAlignment
@@ -440,10 +451,10 @@ func (f *File) parse(src io.ReaderAt) error {
 		p.item = `key "general.alignment"`
 		a, ok := f.KV[i].Value.(uint32)
 		if !ok {
-			return p.errf(0, "general.alignment is %T, must be uint32", f.KV[i].Value)
+			return p.errf(f.kvOffsets[i], "general.alignment is %T, must be uint32", f.KV[i].Value)
 		}
 		if a == 0 || a&(a-1) != 0 || a > MaxAlignment {
-			return p.errf(0, "alignment %d is not a power of two up to %d", a, MaxAlignment)
+			return p.errf(f.kvOffsets[i], "alignment %d is not a power of two up to %d", a, MaxAlignment)
 		}
 		f.Alignment = int64(a)
 	}

@@ -55,11 +55,9 @@ const maxZipRatio = 1100
 // legacy checkpoint.
 var legacyMagic, _ = new(big.Int).SetString("1950a86a20f9469cfc6c", 16)
 
-// legacyPrefix is how torch pickles the magic number with protocol 2:
-// PROTO 2, LONG1 of 10 bytes.
-var legacyPrefix = []byte{0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19}
-
 // sniff classifies a file by its first bytes: "zip", "legacy", "tar" or "".
+// A legacy checkpoint is recognized by unpickling its first pickle (a few
+// bytes, with tight limits) and finding torch's magic number.
 func sniff(f io.ReaderAt, size int64) string {
 	var head [512]byte
 	n, _ := f.ReadAt(head[:], 0)
@@ -67,13 +65,14 @@ func sniff(f io.ReaderAt, size int64) string {
 	switch {
 	case bytes.HasPrefix(h, []byte("PK\x03\x04")) || bytes.HasPrefix(h, []byte("PK\x05\x06")):
 		return "zip"
-	case bytes.HasPrefix(h, legacyPrefix):
-		return "legacy"
-	case len(h) > 0 && h[0] == 0x80 && len(h) >= 3 && h[2] == 0x8a:
-		// Another pickle protocol writing a LONG1 first: check the value.
-		return "legacy"
 	case len(h) >= 262 && string(h[257:262]) == "ustar":
 		return "tar"
+	case len(h) > 0:
+		tiny := Limits{MaxObjects: 16, MaxStack: 16, MaxMarks: 4, MaxMemo: 4, MaxBytes: 64}
+		v, _, err := Unpickle(bytesReaderAt(h), 0, int64(len(h)), UnpickleOptions{Limits: tiny})
+		if err == nil && bigEqual(v, legacyMagic) {
+			return "legacy"
+		}
 	}
 	return ""
 }

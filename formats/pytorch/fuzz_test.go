@@ -53,9 +53,6 @@ func FuzzPickle(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if p := os.Getenv("PT_FUZZ_TRACE"); p != "" {
-			os.WriteFile(p, data, 0o644)
-		}
 		v, err := UnpickleBytes(data, UnpickleOptions{Limits: fuzzLimits, Persistent: newStorageTable(false).load})
 		if err != nil {
 			if strings.Contains(err.Error(), "internal error") {

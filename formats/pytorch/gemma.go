@@ -67,9 +67,7 @@ func Detect(path string) bool {
 	defer f.Close()
 	switch sniff(f, st.Size()) {
 	case "legacy":
-		head := make([]byte, len(legacyPrefix))
-		n, _ := f.ReadAt(head, 0)
-		return n == len(head) && string(head) == string(legacyPrefix)
+		return true
 	case "zip":
 		zr, err := zip.NewReader(f, st.Size())
 		if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
@@ -99,6 +97,11 @@ func fileExists(p string) bool {
 func Open(path string, opts ir.OpenOptions) (_ *ir.Model, err error) {
 	m := &ir.Model{Provenance: ir.Provenance{Format: FormatName, Path: path}}
 	defer func() {
+		// Last resort: inputs are bounds-checked throughout, so a panic is
+		// a bug; report it rather than crash the caller.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: internal error: %v", path, p)
+		}
 		if err != nil {
 			m.Close()
 			err = fmt.Errorf("pytorch: %w", err)
@@ -366,7 +369,7 @@ func stateDict(ck *Checkpoint) ([]NamedTensor, []string, error) {
 							other = append(other, describe(k))
 						}
 					}
-					notes = append(notes, fmt.Sprintf("%s: used %q; ignored the other top-level entries %v", filepath.Base(ck.Path), key, other))
+					notes = append(notes, fmt.Sprintf("%s: used %q; ignored the other top-level entries %s", filepath.Base(ck.Path), key, brief(other)))
 				}
 				break
 			}
@@ -377,7 +380,15 @@ func stateDict(ck *Checkpoint) ([]NamedTensor, []string, error) {
 		return nil, nil, err
 	}
 	if len(skipped) > 0 {
-		notes = append(notes, fmt.Sprintf("%s: ignored %d non-tensor entries %v", filepath.Base(ck.Path), len(skipped), skipped))
+		notes = append(notes, fmt.Sprintf("%s: ignored %d non-tensor entries %s", filepath.Base(ck.Path), len(skipped), brief(skipped)))
 	}
 	return ts, notes, nil
+}
+
+// brief lists at most ten names for a note.
+func brief(names []string) string {
+	if len(names) <= 10 {
+		return "[" + strings.Join(names, " ") + "]"
+	}
+	return fmt.Sprintf("[%s ... and %d more]", strings.Join(names[:10], " "), len(names)-10)
 }

@@ -75,6 +75,24 @@ func TestHFLegacyBin(t *testing.T) {
 	if _, err := Open(dir, ir.OpenOptions{Arch: ir.Gemma3}); err == nil || !strings.Contains(err.Error(), "gemma3 was requested") {
 		t.Fatalf("arch mismatch: %v", err)
 	}
+	// A config whose vocab is smaller than the embedding: padding rows are
+	// trimmed as a view (the first 30 rows of the same storage).
+	small := filepath.Join(t.TempDir(), "config.json")
+	cfgData, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+	os.WriteFile(small, []byte(strings.Replace(string(cfgData), `"vocab_size": 32`, `"vocab_size": 30`, 1)), 0o644)
+	m, err := Open(dir, ir.OpenOptions{ConfigPath: small})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb := m.Tensor("token_embd.weight")
+	if emb.Shape[0] != 30 || !strings.Contains(strings.Join(m.Provenance.Notes, "\n"), "trimmed model.embed_tokens.weight from 32 to the vocab's 30 rows") {
+		t.Fatalf("trim: shape %v notes %v", emb.Shape, m.Provenance.Notes)
+	}
+	_, ref, _ := openFlat(t, filepath.Join(dir, "reference.pt"))
+	if !bytes.Equal(readAll(t, emb), tensorBytes(t, ref["model.embed_tokens.weight"])[:30*16*2]) {
+		t.Fatal("trimmed embedding bytes differ")
+	}
+	m.Close()
 	// A config of another family is refused by the tensors.
 	cfg := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfg, []byte(`{"model_type":"gemma","vocab_size":32,"hidden_size":16,"intermediate_size":32,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"head_dim":8}`), 0o644)

@@ -149,7 +149,7 @@ func collect(ts []NamedTensor) (*parts, []string, error) {
 		}
 	}
 	if len(buffers) > 0 {
-		notes = append(notes, fmt.Sprintf("ignored RoPE buffers %v: they are recomputed from the config", buffers))
+		notes = append(notes, fmt.Sprintf("ignored RoPE buffers %s: they are recomputed from the config", brief(buffers)))
 	}
 	if len(vision) > 0 {
 		notes = append(notes, fmt.Sprintf("skipped %d vision tensors (%s ... %s): gemmaconv converts the text decoder only", len(vision), vision[0], vision[len(vision)-1]))

@@ -146,8 +146,8 @@ func (t *TensorRef) Rows(r0, n int64) (*TensorRef, error) {
 
 // maxGatherSpan is the largest storage span a non-contiguous tensor's
 // reader loads into memory to gather from; wider views read element runs
-// one at a time.
-const maxGatherSpan = 256 << 20
+// one at a time. (A variable so tests can exercise both paths.)
+var maxGatherSpan int64 = 256 << 20
 
 // Reader returns the tensor's bytes in row-major order. A contiguous
 // tensor is a window of its storage; any other view is gathered on demand.
@@ -176,9 +176,34 @@ type stridedReader struct {
 	size   int64
 
 	spanLo, spanHi int64 // storage element range the view touches
-	once           sync.Once
-	span           []byte
-	spanErr        error
+	mu             sync.Mutex
+	span           []byte // the span's bytes while loaded
+}
+
+// Release drops the loaded span (ir.Releaser); a later read loads it again.
+func (r *stridedReader) Release() {
+	r.mu.Lock()
+	r.span = nil
+	r.mu.Unlock()
+}
+
+// loadSpan returns the storage bytes the view touches, reading them on
+// first use, or nil when the span is too wide to hold.
+func (r *stridedReader) loadSpan() ([]byte, error) {
+	spanBytes := (r.spanHi - r.spanLo + 1) * r.es
+	if spanBytes > maxGatherSpan {
+		return nil, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.span == nil {
+		b := make([]byte, spanBytes)
+		if _, err := r.src.ReadAt(b, r.spanLo*r.es); err != nil {
+			return nil, fmt.Errorf("reading storage bytes [%d,%d): %w", r.spanLo*r.es, (r.spanHi+1)*r.es, err)
+		}
+		r.span = b
+	}
+	return r.span, nil
 }
 
 func newStridedReader(src io.ReaderAt, t *TensorRef) *stridedReader {
@@ -240,17 +265,9 @@ func (r *stridedReader) gather(buf []byte, e0, e1 int64) error {
 			rem /= r.shape[i]
 		}
 	}
-	spanBytes := (r.spanHi - r.spanLo + 1) * r.es
-	if spanBytes <= maxGatherSpan {
-		r.once.Do(func() {
-			r.span = make([]byte, spanBytes)
-			if _, err := r.src.ReadAt(r.span, r.spanLo*r.es); err != nil {
-				r.spanErr = fmt.Errorf("reading storage bytes [%d,%d): %w", r.spanLo*r.es, (r.spanHi+1)*r.es, err)
-			}
-		})
-		if r.spanErr != nil {
-			return r.spanErr
-		}
+	span, err := r.loadSpan()
+	if err != nil {
+		return err
 	}
 	inner := int64(1)
 	if nd > 0 && r.stride[nd-1] == 1 {
@@ -270,8 +287,8 @@ func (r *stridedReader) gather(buf []byte, e0, e1 int64) error {
 			run = e1 - e
 		}
 		out := buf[pos*r.es : (pos+run)*r.es]
-		if r.span != nil {
-			copy(out, r.span[(at-r.spanLo)*r.es:])
+		if span != nil {
+			copy(out, span[(at-r.spanLo)*r.es:])
 		} else if _, err := r.src.ReadAt(out, at*r.es); err != nil {
 			return fmt.Errorf("reading storage at byte %d: %w", at*r.es, err)
 		}

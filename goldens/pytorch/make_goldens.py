@@ -147,6 +147,7 @@ contig = collections.OrderedDict((k, v.detach().contiguous().clone()) for k, v i
 torch.save(views, out("views", "zip.pt"))
 torch.save(views, out("views", "legacy.pt"), _use_new_zipfile_serialization=False)
 torch.save(views, out("views", "proto4.pt"), pickle_protocol=4)
+torch.save(views, out("views", "legacy_proto4.pt"), _use_new_zipfile_serialization=False, pickle_protocol=4)
 torch.save(contig, out("views", "contiguous.pt"))
 
 # --- Plain pickles of every protocol for the VM ---------------------------
