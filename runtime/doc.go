@@ -22,9 +22,9 @@
 //     (x*rsqrt)*(NormOffset+w), float32 multiplies, with NormOffset+w
 //     added in float32 once at load time (as 1 + weight.float()).
 //   - matrix products (projections, FFN, output logits): products of two
-//     float32 are exact in float64; they are summed in one float64
-//     accumulator in column order and rounded to float32 once. The order is
-//     fixed, so results do not depend on the worker count.
+//     float32 are exact in float64; they are summed in float64 in one fixed
+//     order (four lanes over the columns, then the lanes; see dot.go) and
+//     rounded to float32 once, so results do not depend on the worker count.
 //   - RoPE: inverse frequencies 1/theta^(2j/d) computed in float32 steps as
 //     precompute_freqs_cis does (pow rounded to float32, a float32
 //     reciprocal, a float32 division by the linear scale factor for global
@@ -32,7 +32,8 @@
 //     sin rounded to float32; each rotated component is computed in
 //     float64 from the float32 inputs and rounded once.
 //   - attention: queries times float32(query_pre_attn_scalar^-0.5) in
-//     float32; scores as float64 dot products rounded to float32; softcap
+//     float32; scores as float64 dot products (the same kernels) rounded to
+//     float32; softcap
 //     as float32(s/cap), tanh rounded to float32, times cap; softmax with a
 //     float32 max, exp and sum in float64, probabilities rounded to float32;
 //     the weighted sum of values in float64, rounded to float32.

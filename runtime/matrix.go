@@ -40,6 +40,9 @@ func NewMatrix(t *ir.Tensor) (*Matrix, error) {
 	if len(t.Shape) != 2 {
 		return nil, fmt.Errorf("tensor %s: shape %v is not a matrix", t.Name, t.Shape)
 	}
+	if t.Source == nil {
+		return nil, fmt.Errorf("tensor %s: no data source", t.Name)
+	}
 	rows, cols := t.Shape[0], t.Shape[1]
 	if rows <= 0 || cols <= 0 || rows > 1<<31-1 || cols > 1<<24 {
 		return nil, fmt.Errorf("tensor %s: shape %v out of range", t.Name, t.Shape)

@@ -23,6 +23,19 @@ const (
 	CacheAll
 )
 
+// String names the mode ("auto", "none", "all").
+func (c CacheMode) String() string {
+	switch c {
+	case CacheAuto:
+		return "auto"
+	case CacheNone:
+		return "none"
+	case CacheAll:
+		return "all"
+	}
+	return fmt.Sprintf("CacheMode(%d)", int(c))
+}
+
 // AutoCacheBytes is the float32 weight size up to which CacheAuto caches.
 const AutoCacheBytes = 128 << 20
 
@@ -302,7 +315,9 @@ func (s *State) Reset() { s.pos = 0 }
 
 // Forward runs tokens through the model after the positions already in the
 // state and returns the logits of every new position, len(tokens) rows of
-// Vocab values, row-major.
+// Vocab values, row-major. Inputs longer than BatchSize run in batches; on
+// an error the state keeps the batches that completed (Pos says how many
+// tokens), so Reset it to start over.
 func (s *State) Forward(tokens []int32) ([]float32, error) {
 	out := make([]float32, len(tokens)*s.m.Config.Vocab)
 	return out, s.forward(tokens, 0, out)

@@ -62,10 +62,12 @@ type PickleError struct {
 	// pickle.
 	Offset int64
 	// Op is the opcode byte (0 when the input ended).
-	Op  byte
+	Op byte
+	// Msg says what was wrong.
 	Msg string
 }
 
+// Error formats the failure with its offset and opcode name.
 func (e *PickleError) Error() string {
 	return fmt.Sprintf("pickle byte %d (opcode %s): %s", e.Offset, opName(e.Op), e.Msg)
 }

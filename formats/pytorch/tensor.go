@@ -74,8 +74,8 @@ func (t *TensorRef) check() error {
 	if es == 0 {
 		return fmt.Errorf("tensor has unknown element type")
 	}
-	if t.Offset < 0 {
-		return fmt.Errorf("negative storage offset %d", t.Offset)
+	if t.Offset < 0 || t.Offset > t.Storage.NBytes()/es {
+		return fmt.Errorf("storage offset %d outside storage %s of %d bytes", t.Offset, quoteName(t.Storage.Key), t.Storage.NBytes())
 	}
 	n := int64(1)
 	last := t.Offset

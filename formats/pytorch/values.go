@@ -165,6 +165,7 @@ type Global struct {
 	dtype        ScalarType // for storage types and dtype objects
 }
 
+// String returns the dotted name, as "torch._utils._rebuild_tensor_v2".
 func (g *Global) String() string { return g.Module + "." + g.Name }
 
 // typeName describes a value's Python type for error messages.
