@@ -34,6 +34,20 @@ func (t *Tensor) Release() {
 	}
 }
 
+// RangeReleaser is implemented by sources that can drop part of what they
+// hold: bytes [off, off+n) of the tensor. Streaming consumers call it after
+// each chunk so that even one huge tensor (an embedding of a gigabyte)
+// never becomes resident whole.
+type RangeReleaser interface{ ReleaseRange(off, n int64) }
+
+// ReleaseRange tells t's source that bytes [off, off+n) are no longer
+// needed, if the source supports that.
+func (t *Tensor) ReleaseRange(off, n int64) {
+	if r, ok := t.Source.(RangeReleaser); ok {
+		r.ReleaseRange(off, n)
+	}
+}
+
 // NumElements is the product of the dimensions.
 func (t *Tensor) NumElements() int64 {
 	n := int64(1)

@@ -165,6 +165,8 @@ func (s *convertSource) fill(row int64) error {
 	if err := s.src.ReadRows(row, nrows, raw); err != nil {
 		return err
 	}
+	// The source rows are copied out; drop their pages (mmap) now.
+	s.src.ReleaseRange(row*srcRB, nrows*srcRB)
 	workers := int64(s.threads)
 	step := (nrows + workers - 1) / workers
 	var wg sync.WaitGroup
@@ -196,6 +198,11 @@ func (s *convertSource) fill(row int64) error {
 	}
 	return nil
 }
+
+// ReleaseRange is a no-op: chunks are recomputed on demand and the
+// source's pages are released as each chunk is read. It exists so the
+// writer's per-chunk hint is not an error.
+func (s *convertSource) ReleaseRange(off, n int64) {}
 
 // Release drops the cached chunk and passes the hint to the source tensor.
 func (s *convertSource) Release() {

@@ -19,6 +19,15 @@ func grow(b []float32, n int) []float32 {
 	return b[:n]
 }
 
+// mul multiplies m with n rows of x into out, first showing the rows to
+// the State's observer when it has one.
+func (s *State) mul(m *Matrix, x []float32, n int, out []float32) error {
+	if s.observe != nil && n > 0 {
+		s.observe(m.Name, x[:n*m.Cols], n, m.Cols)
+	}
+	return m.mul(x, n, out, s.m.workers, &s.buf.xd)
+}
+
 // step runs one batch of tokens (at most BatchSize) through every layer,
 // appends them to the KV cache and, when out is not nil, writes the logits
 // of tokens[from:] into out.
@@ -66,13 +75,13 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 	for li := range md.layers {
 		l := &md.layers[li]
 		rmsNormRows(b.xn, b.h, l.attnNorm, eps, hid)
-		if err := l.q.mul(b.xn, n, b.q, w, &b.xd); err != nil {
+		if err := s.mul(l.q, b.xn, n, b.q); err != nil {
 			return err
 		}
-		if err := l.k.mul(b.xn, n, b.k, w, &b.xd); err != nil {
+		if err := s.mul(l.k, b.xn, n, b.k); err != nil {
 			return err
 		}
-		if err := l.v.mul(b.xn, n, b.v, w, &b.xd); err != nil {
+		if err := s.mul(l.v, b.xn, n, b.v); err != nil {
 			return err
 		}
 		if cfg.QKNorm {
@@ -97,7 +106,7 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 			copy(s.vc[li][slot*kvDim:(slot+1)*kvDim], b.v[i*kvDim:(i+1)*kvDim])
 		}
 		s.attention(li, n)
-		if err := l.o.mul(b.att, n, b.a, w, &b.xd); err != nil {
+		if err := s.mul(l.o, b.att, n, b.a); err != nil {
 			return err
 		}
 		if cfg.PostNorms {
@@ -108,10 +117,10 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 		}
 
 		rmsNormRows(b.xn, b.h, l.ffnNorm, eps, hid)
-		if err := l.gate.mul(b.xn, n, b.g, w, &b.xd); err != nil {
+		if err := s.mul(l.gate, b.xn, n, b.g); err != nil {
 			return err
 		}
-		if err := l.up.mul(b.xn, n, b.u, w, &b.xd); err != nil {
+		if err := s.mul(l.up, b.xn, n, b.u); err != nil {
 			return err
 		}
 		parallelFor(n, min(w, split(int64(n)*int64(ffn)*16)), func(i int) {
@@ -120,7 +129,7 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 				g[j] = gelu(x) * u[j]
 			}
 		})
-		if err := l.down.mul(b.g, n, b.a, w, &b.xd); err != nil {
+		if err := s.mul(l.down, b.g, n, b.a); err != nil {
 			return err
 		}
 		if cfg.PostNorms {
@@ -137,7 +146,7 @@ func (s *State) step(tokens []int32, from int, out []float32) error {
 	}
 	m := n - from
 	rmsNormRows(b.xn[:m*hid], b.h[from*hid:], md.outputNorm, eps, hid)
-	if err := md.output.mul(b.xn, m, out, w, &b.xd); err != nil {
+	if err := s.mul(md.output, b.xn, m, out); err != nil {
 		return err
 	}
 	if c := cfg.FinalSoftcap; c > 0 {

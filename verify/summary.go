@@ -62,7 +62,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "%s weights    %d tensors compared, %d failed; worst cosine %.7f (%s), worst rel. RMSE %.3g (%s)",
 			status(c.Passed), c.Compared, c.Failed, float64(c.WorstCosine), c.WorstCosineTensor, float64(c.WorstRelRMSE), c.WorstRelTensor)
 		if c.WorstBoundTensor != "" {
-			fmt.Fprintf(w, ", worst rounding %.3g of the bound (%s)", float64(c.WorstBoundRatio), c.WorstBoundTensor)
+			fmt.Fprintf(w, ", worst rounding error %.3g× its bound (%s)", float64(c.WorstBoundRatio), c.WorstBoundTensor)
 		}
 		fmt.Fprintln(w)
 		failures("weights")
@@ -90,18 +90,22 @@ func (r *Report) WriteSummary(w io.Writer) {
 }
 
 // Err returns nil when the report passed, else an error naming the first
-// failures (check and subject), for a command's exit message.
+// failure in full and the checks and subjects of the next few, for a
+// command's exit message.
 func (r *Report) Err() error {
 	if r.Passed {
 		return nil
 	}
-	var parts []string
-	for i, f := range r.Failures {
-		if i == 3 {
-			parts = append(parts, fmt.Sprintf("and %d more", len(r.Failures)-3))
-			break
+	msg := r.Failures[0].String()
+	if n := len(r.Failures); n > 1 {
+		var also []string
+		for _, f := range r.Failures[1:min(n, 4)] {
+			also = append(also, strings.TrimSpace(f.Check+" "+f.Subject))
 		}
-		parts = append(parts, f.String())
+		msg += "; also " + strings.Join(also, ", ")
+		if n > 4 {
+			msg += fmt.Sprintf(" and %d more", n-4)
+		}
 	}
-	return fmt.Errorf("verification failed: %s", strings.Join(parts, "; "))
+	return fmt.Errorf("verification failed (%d failures): %s", len(r.Failures), msg)
 }

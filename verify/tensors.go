@@ -108,8 +108,9 @@ type TensorResult struct {
 	// Norm: compared as effective weights NormOffset + w.
 	Norm bool `json:"norm,omitempty"`
 	// Rule is "rounding" (a plain float type: every element within the
-	// type's rounding of the source value) or "floor" (a quantized type:
-	// cosine and relative RMSE against QuantFloors).
+	// type's rounding of the source value), "floor" (a quantized type:
+	// cosine and relative RMSE against QuantFloors) or "undecodable" (no
+	// dequantizer for one side's type: the tensor fails, unverified).
 	Rule string `json:"rule"`
 	// RMSE is sqrt(mean (a−s)²); MaxAbs max |a−s| at flat element index
 	// MaxAbsIndex; RefRMS sqrt(mean s²) of the source; RelRMSE RMSE/RefRMS
@@ -248,6 +249,14 @@ func compareTensor(p pair, opts TensorOptions) (TensorResult, error) {
 		floor = f
 		r.MinCosine, r.MaxRelRMSE = Num(f.MinCosine), Num(f.MaxRelRMSE)
 	}
+	for _, x := range []*ir.Tensor{a, s} {
+		if err := quantize.DecodeRows(x.DType, nil, nil); err != nil {
+			r.Rule, r.MinCosine, r.MaxRelRMSE = "undecodable", 0, 0
+			r.Cosine, r.RMSE, r.MaxAbs, r.RelRMSE, r.RefRMS = Num(math.NaN()), Num(math.NaN()), Num(math.NaN()), Num(math.NaN()), Num(math.NaN())
+			r.Reason = fmt.Sprintf("cannot compare: %v", err)
+			return r, nil
+		}
+	}
 	cols := a.Cols()
 	rows := a.Rows()
 	step := max(int64(1), chunkValues/cols)
@@ -360,7 +369,7 @@ func compareTensor(p pair, opts TensorOptions) (TensorResult, error) {
 		}
 	}
 	if !r.Passed && p.norm {
-		r.Reason += fmt.Sprintf(" (norm weight compared as %g+w in the artifact against %g+w in the source)", p.aOff, p.sOff)
+		r.Reason += fmt.Sprintf(" (norm weight, compared as effective weights: artifact %g+w against source %g+w)", p.aOff, p.sOff)
 	}
 	return r, nil
 }

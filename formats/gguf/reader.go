@@ -237,13 +237,19 @@ func (w *Window) Bytes() []byte {
 // Release tells the kernel the tensor's pages are no longer needed, so a
 // consumer that walks the model tensor by tensor keeps its resident memory
 // near one tensor.
-func (w *Window) Release() {
-	if !w.f.mapped || w.f.closed.Load() || w.size == 0 {
+func (w *Window) Release() { w.ReleaseRange(0, w.size) }
+
+// ReleaseRange drops the pages holding bytes [off, off+n) of the tensor
+// (ir.RangeReleaser). The mapping is read-only and file-backed, so a page
+// dropped too eagerly is simply read again.
+func (w *Window) ReleaseRange(off, n int64) {
+	if !w.f.mapped || w.f.closed.Load() || off < 0 || n <= 0 || off >= w.size {
 		return
 	}
+	n = min(n, w.size-off)
 	ps := int64(os.Getpagesize())
-	start := w.off / ps * ps
-	end := (w.off + w.size + ps - 1) / ps * ps
+	start := (w.off + off) / ps * ps
+	end := (w.off + off + n + ps - 1) / ps * ps
 	if end > int64(len(w.f.data)) {
 		end = int64(len(w.f.data))
 	}

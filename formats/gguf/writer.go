@@ -135,12 +135,16 @@ func encodeFile(w *bufio.Writer, kvs []ir.KV, tensors []*ir.Tensor, infos []*Ten
 			if e.err != nil {
 				return e.err
 			}
+			// Drop what was just copied so resident memory stays at one
+			// chunk, not one tensor (an embedding can be a gigabyte).
+			t.ReleaseRange(off, n)
 			off += n
 			done += n
 			if progress != nil {
 				progress(done, total)
 			}
 		}
+		t.Release()
 		e.pad(align)
 	}
 	if e.err != nil {

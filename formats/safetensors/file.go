@@ -631,15 +631,20 @@ func (w *Window) copyMapped(p []byte, abs int64) (n int, err error) {
 
 // Release tells the kernel the tensor's whole pages are no longer needed
 // (madvise MADV_DONTNEED); they are read again from the file if touched.
-func (w *Window) Release() {
+func (w *Window) Release() { w.ReleaseRange(0, w.n) }
+
+// ReleaseRange drops the pages wholly inside bytes [off, off+n) of the
+// tensor (ir.RangeReleaser); pages shared with neighbouring bytes stay.
+func (w *Window) ReleaseRange(off, n int64) {
 	w.f.mu.RLock()
 	defer w.f.mu.RUnlock()
-	if w.f.closed || !w.f.mapped {
+	if w.f.closed || !w.f.mapped || off < 0 || n <= 0 || off >= w.n {
 		return
 	}
+	n = min(n, w.n-off)
 	ps := int64(os.Getpagesize())
-	start := (w.off + ps - 1) / ps * ps
-	end := (w.off + w.n) / ps * ps
+	start := (w.off + off + ps - 1) / ps * ps
+	end := (w.off + off + n) / ps * ps
 	if end > start {
 		dontNeed(w.f.data[start:end])
 	}
