@@ -22,7 +22,7 @@ func grow(b []float32, n int) []float32 {
 // mul multiplies m with n rows of x into out, first showing the rows to
 // the State's observer when it has one.
 func (s *State) mul(m *Matrix, x []float32, n int, out []float32) error {
-	if s.observe != nil && n > 0 {
+	if s.observe != nil && n > 0 && len(x) >= n*m.Cols {
 		s.observe(m.Name, x[:n*m.Cols], n, m.Cols)
 	}
 	return m.mul(x, n, out, s.m.workers, &s.buf.xd)

@@ -279,8 +279,27 @@ type State struct {
 	vc   [][]float32
 	size []int // ring size per layer (max for global layers)
 
-	buf buffers
+	buf     buffers
+	observe Observer
 }
+
+// Observer receives the input of every weight-matrix product a State
+// computes, just before the product: tensor is the weight's canonical name
+// (blk.N.attn_q.weight, ..., and token_embd.weight or output.weight for
+// the output projection), x holds n rows of cols float32 activations, one
+// row per token, in position order. Products that share an input (q, k and
+// v; gate and up) each report it. The embedding lookup is not a product
+// and is not reported; the output projection is reported only for the
+// positions whose logits are computed. x is the State's own buffer: an
+// Observer must not modify or keep it, and it runs on the goroutine that
+// called Forward.
+type Observer func(tensor string, x []float32, n, cols int)
+
+// SetObserver installs fn (nil removes it) as the observer of the State's
+// matrix products, as importance-matrix collection needs (see
+// ComputeImatrix). Without one the forward pass pays a single nil check
+// per product.
+func (s *State) SetObserver(fn Observer) { s.observe = fn }
 
 // NewState returns an empty sequence that can hold maxTokens positions.
 // Global layers keep maxTokens positions; sliding-window layers keep a ring

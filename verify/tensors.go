@@ -297,7 +297,9 @@ func compareTensor(p pair, opts TensorOptions) (TensorResult, error) {
 				if r.FirstViolation < 0 {
 					r.FirstViolation = base + int64(i)
 				}
-				maxAbs, maxAbsIdx, maxRatio = math.Inf(1), base+int64(i), math.Inf(1)
+				if !math.IsInf(maxAbs, 1) {
+					maxAbs, maxAbsIdx, maxRatio = math.Inf(1), base+int64(i), math.Inf(1)
+				}
 				continue
 			}
 			t := y + delta // the artifact's target, in its own convention
@@ -326,7 +328,7 @@ func compareTensor(p pair, opts TensorOptions) (TensorResult, error) {
 	}
 	a.Release()
 	s.Release()
-	n := float64(max(r.Elements-r.SourceNonFinite, 1))
+	n := float64(max(r.Elements-r.SourceNonFinite-r.NonFinite, 1))
 	r.RMSE = Num(math.Sqrt(d2 / n))
 	r.RefRMS = Num(math.Sqrt(s2 / n))
 	r.MaxAbs, r.MaxAbsIndex = Num(maxAbs), maxAbsIdx
