@@ -23,18 +23,18 @@ const imatrixTextBytes = 200_000
 // with the settings llama-imatrix used for llamacpp/imatrix.gguf (chunk
 // size and count from the file's metadata) and compares it entry by entry.
 //
-// llama.cpp computes with an f16 KV cache, f16 softmax probabilities in
-// the attention and a GELU read from an f16 table, and sums squares in
-// float32; those roundings are about 5e-4 relative per activation, mostly
-// unbiased, so per-column means over 12800 tokens agree far better than
-// that. Measured (maximum over columns of |ours − llama|/llama): gemma1
-// and gemma3 <= 1.2e-3 (ffn_down, whose inputs pass through the f16
-// GELU), gemma2 <= 2.4e-3 (random weights, larger activations); the
-// median column is a few 1e-5. The limits, 1e-2 on any column and 1e-3 on
-// a tensor's RMS relative difference, leave room for other CPUs' llama.cpp
-// kernels while still catching any systematic error: a missing norm, a
-// wrong BOS, a shifted chunk or one token more or less per chunk moves
-// columns by 1e-2 or (much) more.
+// llama.cpp computes with an f16 KV cache, f16 attention probabilities
+// and a GELU read from an f16 table, and sums the squares in float32: each
+// rounding is up to 2^-11 ≈ 4.9e-4 relative per activation but mostly
+// unbiased, so sums over 12800 tokens agree better than that. Measured on
+// all three models (|ours − llama| / llama per column): at most 9.3e-4
+// (gemma3 blk.3.ffn_down; attn_output and ffn_down, whose inputs pass
+// through the f16 attention and GELU, are 1e-4..9e-4, the others <= 2e-4),
+// RMS over a tensor's columns at most 3.4e-4. The limits are 5e-3 on any
+// column and 1e-3 on a tensor's RMS. They catch the plausible mistakes,
+// measured on gemma3: chunks not starting with BOS move every tensor (RMS
+// >= 9e-3, max >= 7e-2); chunks shifted by one token move every tensor's
+// RMS to >= 1.5e-3; one chunk fewer changes every count.
 func TestImatrixLlamaCpp(t *testing.T) {
 	dir := fixtures(t, "llama.cpp's importance matrices live in the shared fixtures")
 	text, err := os.ReadFile(filepath.Join(dir, "text", "brown-train.txt"))
@@ -65,7 +65,7 @@ func TestImatrixLlamaCpp(t *testing.T) {
 			if r.Chunks != int(ref.ChunkCount) || r.Ctx != int(ref.ChunkSize) {
 				t.Errorf("computed %d chunks of %d, llama.cpp %d of %d", r.Chunks, r.Ctx, ref.ChunkCount, ref.ChunkSize)
 			}
-			compareImatrix(t, r, ref, 1e-2, 1e-3)
+			compareImatrix(t, r, ref, 5e-3, 1e-3)
 		})
 	}
 }

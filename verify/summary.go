@@ -90,22 +90,33 @@ func (r *Report) WriteSummary(w io.Writer) {
 }
 
 // Err returns nil when the report passed, else an error naming the first
-// failure in full and the checks and subjects of the next few, for a
-// command's exit message.
+// failure in full and the next few other failing subjects (tensors,
+// prompts) or checks, for a command's exit message.
 func (r *Report) Err() error {
 	if r.Passed {
 		return nil
 	}
 	msg := r.Failures[0].String()
-	if n := len(r.Failures); n > 1 {
-		var also []string
-		for _, f := range r.Failures[1:min(n, 4)] {
-			also = append(also, strings.TrimSpace(f.Check+" "+f.Subject))
+	// Name the next few other failing subjects (or checks), each once.
+	seen := map[string]bool{strings.TrimSpace(r.Failures[0].Check + " " + r.Failures[0].Subject): true}
+	var also []string
+	more := 0
+	for _, f := range r.Failures[1:] {
+		label := strings.TrimSpace(f.Check + " " + f.Subject)
+		switch {
+		case seen[label]:
+		case len(also) < 3:
+			also = append(also, label)
+		default:
+			more++
 		}
+		seen[label] = true
+	}
+	if len(also) > 0 {
 		msg += "; also " + strings.Join(also, ", ")
-		if n > 4 {
-			msg += fmt.Sprintf(" and %d more", n-4)
-		}
+	}
+	if more > 0 {
+		msg += fmt.Sprintf(" and %d more", more)
 	}
 	return fmt.Errorf("verification failed (%d failures): %s", len(r.Failures), msg)
 }
