@@ -61,6 +61,17 @@
 // either way, as each batch dequantizes every row once); CacheAuto does that
 // only for models whose float32 weights fit in AutoCacheBytes.
 //
+// # Importance matrices
+//
+// State.SetObserver shows an Observer the input rows of every weight-matrix
+// product; without one the forward pass pays a nil check per product.
+// ComputeImatrix uses it to collect llama-imatrix's statistics (per input
+// column, the sum of squared activations, and the token count) on llama's
+// chunking, summing in float64 in token order so the result is as
+// deterministic as the logits. On the fixture models it agrees with
+// llama-imatrix's own files within 9.3e-4 relative on every column (llama
+// computes attention and GELU through f16 roundings).
+//
 // # Work
 //
 // Matrix products are split over chunks of weight rows, attention over

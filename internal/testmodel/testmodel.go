@@ -90,10 +90,43 @@ func TinyConfig(f ir.Family) ir.Config {
 // config: the file written is read back with ir.ConfigFromHF and must
 // reproduce cfg (NormOffset aside, which is always 1 for Hugging Face).
 func WriteHF(dir string, cfg ir.Config, seed int64, dtype ir.DType) error {
+	if err := WriteHFConfig(dir, cfg, dtype); err != nil {
+		return err
+	}
+	canon, err := Tensors(cfg, seed, dtype)
+	if err != nil {
+		return err
+	}
+	tensors := make([]*ir.Tensor, len(canon))
+	for i, t := range canon {
+		name, err := safetensors.HFName(t.Name, cfg.Family)
+		if err != nil {
+			return fmt.Errorf("testmodel: %w", err)
+		}
+		tt := *t
+		tt.Name = name
+		tensors[i] = &tt
+	}
+	return safetensors.Write(filepath.Join(dir, "model.safetensors"), tensors, map[string]string{"format": "pt"})
+}
+
+// checkDType accepts the weight types the generators can write.
+func checkDType(dtype ir.DType) error {
 	switch dtype {
 	case ir.F32, ir.F16, ir.BF16:
-	default:
-		return fmt.Errorf("testmodel: dtype %s: only F32, F16 and BF16 checkpoints can be written", dtype)
+		return nil
+	}
+	return fmt.Errorf("testmodel: dtype %s: only F32, F16 and BF16 checkpoints can be written", dtype)
+}
+
+// WriteHFConfig writes everything of WriteHF's checkpoint but the weights
+// into dir (created if needed): config.json, tokenizer.model and
+// tokenizer_config.json. The other generators' checkpoints carry no
+// config, so tests and benchmarks pass these files as --config and
+// --tokenizer.
+func WriteHFConfig(dir string, cfg ir.Config, dtype ir.DType) error {
+	if err := checkDType(dtype); err != nil {
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("testmodel: %w", err)
@@ -138,12 +171,23 @@ func WriteHF(dir string, cfg ir.Config, seed int64, dtype ir.DType) error {
 	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), tc, 0o644); err != nil {
 		return fmt.Errorf("testmodel: %w", err)
 	}
+	return nil
+}
+
+// Tensors returns the model's weights for (cfg, seed, dtype) as lazy
+// canonical tensors (GGUF names, ir.ExpectedTensors order, IR shapes),
+// each a *RandomSource. These are the values WriteHF writes; every
+// generator in this package writes the same ones, so checkpoints of one
+// (cfg, seed, dtype) in different formats hold identical weights.
+func Tensors(cfg ir.Config, seed int64, dtype ir.DType) ([]*ir.Tensor, error) {
+	if err := checkDType(dtype); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("testmodel: %w", err)
+	}
 	var tensors []*ir.Tensor
 	for i, s := range ir.ExpectedTensors(cfg) {
-		name, err := safetensors.HFName(s.Name, cfg.Family)
-		if err != nil {
-			return fmt.Errorf("testmodel: %w", err)
-		}
 		std, mean := float32(WeightStd), float32(0)
 		if ir.IsNormWeight(s.Name) {
 			std = NormStd
@@ -153,11 +197,11 @@ func WriteHF(dir string, cfg ir.Config, seed int64, dtype ir.DType) error {
 		for _, d := range s.Shape[:len(s.Shape)-1] {
 			rows *= d
 		}
-		tensors = append(tensors, &ir.Tensor{Name: name, DType: dtype, Shape: s.Shape, Source: &RandomSource{
+		tensors = append(tensors, &ir.Tensor{Name: s.Name, DType: dtype, Shape: s.Shape, Source: &RandomSource{
 			DType: dtype, Rows: rows, Cols: cols, Seed: uint64(seed), Stream: uint64(i), Std: std, Mean: mean,
 		}})
 	}
-	return safetensors.Write(filepath.Join(dir, "model.safetensors"), tensors, map[string]string{"format": "pt"})
+	return tensors, nil
 }
 
 // TokenizerPath returns the SentencePiece model WriteHF copies: the
