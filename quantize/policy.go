@@ -54,6 +54,9 @@ type TensorTypeOverride struct {
 	// Pattern is matched anywhere in the tensor name (regex_search).
 	Pattern *regexp.Regexp
 	Type    ir.DType
+	// Spec is the rule as written (`blk\.0\.ffn_up=q8_0`), recorded in
+	// the gemmaconv.quantize.options stamp; ParseTensorTypeOverride sets it.
+	Spec string
 }
 
 // ParseTensorTypeOverride parses "PATTERN=TYPE" as llama-quantize's
@@ -81,7 +84,7 @@ func ParseTensorTypeOverride(s string) (TensorTypeOverride, error) {
 	if err != nil {
 		return TensorTypeOverride{}, fmt.Errorf("tensor type %q: %w", s, err)
 	}
-	return TensorTypeOverride{Pattern: re, Type: t}, nil
+	return TensorTypeOverride{Pattern: re, Type: t, Spec: s}, nil
 }
 
 // ErrRequantize is wrapped by Plan's error when a tensor that is already

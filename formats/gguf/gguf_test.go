@@ -70,7 +70,7 @@ func allTypesKV() []ir.KV {
 		{Key: "a.string", Value: []string{"a", "", "<0x0A>", "▁the"}},
 		{Key: "a.u64", Value: []uint64{math.MaxUint64}},
 		{Key: "a.i64", Value: []int64{math.MinInt64}},
-		{Key: "a.f64", Value: []float64{1e300, -0.0}},
+		{Key: "a.f64", Value: []float64{1e300, math.Copysign(0, -1)}},
 		{Key: "a.empty", Value: []float32{}},
 		{Key: "a.nested", Value: []any{[]int32{1, 2}, []string{"x"}, []any{[]bool{true}}, []uint8{}}},
 		{Key: "a.nested_empty", Value: []any{}},

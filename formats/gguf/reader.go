@@ -10,6 +10,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"github.com/gemmaconv/gemmaconv/internal/mmapfile"
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
@@ -166,7 +167,7 @@ func (f *File) Close() error {
 	}
 	var err error
 	if f.mapped {
-		err = munmap(f.data)
+		err = mmapfile.Unmap(f.data)
 	}
 	if f.file != nil {
 		if cerr := f.file.Close(); err == nil {
@@ -253,7 +254,7 @@ func (w *Window) ReleaseRange(off, n int64) {
 	if end > int64(len(w.f.data)) {
 		end = int64(len(w.f.data))
 	}
-	dontNeed(w.f.data[start:end])
+	mmapfile.DontNeed(w.f.data[start:end])
 }
 
 // Open reads and validates a GGUF file's header and maps its data.
@@ -278,7 +279,7 @@ func Open(path string) (*File, error) {
 	}
 	f := &File{Path: path, Size: size, file: fh}
 	var src io.ReaderAt = fh
-	if data, err := mmapFile(fh, size); err == nil {
+	if data, err := mmapfile.Map(fh, size); err == nil {
 		f.data, f.mapped = data, true
 		src = bytes.NewReader(data)
 	}

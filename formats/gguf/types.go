@@ -81,7 +81,7 @@ func (t ValueType) valid() bool { return t <= TypeFloat64 }
 // for a slice its element type. Nested arrays are []any whose elements are
 // slices; their element type is TypeArray.
 func TypeOf(v any) (typ, elem ValueType, err error) {
-	switch v.(type) {
+	switch v := v.(type) {
 	case uint8:
 		return TypeUint8, 0, nil
 	case int8:
@@ -131,7 +131,7 @@ func TypeOf(v any) (typ, elem ValueType, err error) {
 	case []float64:
 		return TypeArray, TypeFloat64, nil
 	case []any:
-		for i, e := range v.([]any) {
+		for i, e := range v {
 			if t, _, err := TypeOf(e); err != nil || t != TypeArray {
 				return 0, 0, fmt.Errorf("nested array element %d is %T, not an array", i, e)
 			}

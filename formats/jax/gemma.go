@@ -40,7 +40,6 @@ type dims struct {
 	family                 ir.Family
 	layers, d, n, k, h, f  int
 	rows                   int // input_embedding rows (vocabulary plus padding)
-	gatingFD, gatingKnown  bool
 	qkvFused               bool
 	hasQKNorm, hasPostNorm bool
 }

@@ -147,10 +147,9 @@ type zipEntry struct {
 	method uint16
 	// raw, when set, is written as the entry's compressed bytes with the
 	// declared sizes below (for lying headers).
-	raw                      []byte
-	declared, declaredCompr  uint64
-	declaredCRC              uint32
-	useDeclared, skipCompute bool
+	raw                     []byte
+	declared, declaredCompr uint64
+	declaredCRC             uint32
 }
 
 func writeZip(t testing.TB, path string, entries []zipEntry) {

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/gemmaconv/gemmaconv/internal/mmapfile"
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
@@ -137,7 +138,7 @@ func Open(path string) (*File, error) {
 	size := st.Size()
 	f := &File{Path: path, Size: size, f: osf}
 	if useMmap && size >= 8 {
-		if data, err := mmapFile(osf, size); err == nil {
+		if data, err := mmapfile.Map(osf, size); err == nil {
 			f.data, f.mapped = data, true
 		}
 	}
@@ -556,7 +557,7 @@ func (f *File) Close() error {
 	f.closed = true
 	var errs []error
 	if f.mapped {
-		errs = append(errs, munmap(f.data))
+		errs = append(errs, mmapfile.Unmap(f.data))
 	}
 	f.data = nil
 	if f.f != nil {
@@ -646,6 +647,6 @@ func (w *Window) ReleaseRange(off, n int64) {
 	start := (w.off + off + ps - 1) / ps * ps
 	end := (w.off + off + n) / ps * ps
 	if end > start {
-		dontNeed(w.f.data[start:end])
+		mmapfile.DontNeed(w.f.data[start:end])
 	}
 }
