@@ -246,11 +246,11 @@ func CompareGoldens(md *Model, g *Goldens) ([]LogitsDiff, error) {
 		}
 		agree := 0
 		for j := range p.TokenIDs {
-			want := argmax(p.Logits[j*g.Vocab : (j+1)*g.Vocab])
+			want := Argmax(p.Logits[j*g.Vocab : (j+1)*g.Vocab])
 			if len(p.Argmax) == len(p.TokenIDs) {
 				want = int(p.Argmax[j])
 			}
-			if argmax(got[j*g.Vocab:(j+1)*g.Vocab]) == want {
+			if Argmax(got[j*g.Vocab:(j+1)*g.Vocab]) == want {
 				agree++
 			}
 		}
@@ -258,15 +258,4 @@ func CompareGoldens(md *Model, g *Goldens) ([]LogitsDiff, error) {
 		out = append(out, d)
 	}
 	return out, nil
-}
-
-// argmax returns the index of the first largest value.
-func argmax(v []float32) int {
-	a := 0
-	for i, x := range v {
-		if x > v[a] {
-			a = i
-		}
-	}
-	return a
 }

@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"errors"
 	"fmt"
 	"math"
 
@@ -120,7 +119,7 @@ func comparePrompt(got, want []float32, V int, tol Tolerances) (PromptResult, er
 	var sum, mx float64
 	for i := 0; i < n; i++ {
 		g, w := got[i*V:(i+1)*V], want[i*V:(i+1)*V]
-		if Argmax(g) == Argmax(w) {
+		if runtime.Argmax(g) == runtime.Argmax(w) {
 			same++
 		}
 		k := KLD(w, g)
@@ -162,17 +161,6 @@ func (tol Tolerances) exceeded(rel, maxAbs, top1, kld float64) string {
 		add("mean KLD %.3g > %g", kld, tol.MaxKLD)
 	}
 	return s
-}
-
-// Argmax returns the index of the first largest value (NaN never wins).
-func Argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] || (math.IsNaN(float64(v[best])) && !math.IsNaN(float64(x))) {
-			best = i
-		}
-	}
-	return best
 }
 
 // logSumExp returns max + log Σ exp(v − max) in float64.
@@ -217,7 +205,7 @@ func MakeGoldens(m *runtime.Model, enc *tokenizer.Encoder, prompts []string, nam
 		p := runtime.GoldenPrompt{Text: text, TokenIDs: ids, Logits: logits}
 		V := m.Config.Vocab
 		for j := range ids {
-			p.Argmax = append(p.Argmax, int32(Argmax(logits[j*V:(j+1)*V])))
+			p.Argmax = append(p.Argmax, int32(runtime.Argmax(logits[j*V:(j+1)*V])))
 		}
 		g.Prompts = append(g.Prompts, p)
 	}
@@ -233,38 +221,4 @@ func PromptIDs(enc *tokenizer.Encoder, text string) []int32 {
 		ids = append(ids, bos)
 	}
 	return append(ids, enc.Encode(text)...)
-}
-
-// Generate continues prompt greedily: it appends the most likely token
-// until one of stop is produced (not included in the result) or maxNew
-// tokens were generated, calling emit (when not nil) with each new token.
-// It returns the generated ids.
-func Generate(m *runtime.Model, prompt []int32, maxNew int, stop []int32, emit func(id int32)) ([]int32, error) {
-	if len(prompt) == 0 {
-		return nil, errors.New("verify: empty prompt")
-	}
-	if maxNew < 0 {
-		maxNew = 0
-	}
-	st := m.NewState(len(prompt) + maxNew)
-	var out []int32
-	input := prompt
-	for len(out) < maxNew {
-		logits, err := st.ForwardLast(input)
-		if err != nil {
-			return out, err
-		}
-		next := int32(Argmax(logits))
-		for _, s := range stop {
-			if next == s {
-				return out, nil
-			}
-		}
-		out = append(out, next)
-		if emit != nil {
-			emit(next)
-		}
-		input = []int32{next}
-	}
-	return out, nil
 }

@@ -141,6 +141,10 @@ type TensorResult struct {
 	Passed          bool  `json:"passed"`
 	// Reason says why the tensor failed ("" when it passed).
 	Reason string `json:"reason,omitempty"`
+
+	// sse is the sum of squared differences behind RMSE, kept exact for
+	// totals over many tensors (CompareQuantized).
+	sse float64
 }
 
 // pair is one tensor present with the same shape in both models.
@@ -330,6 +334,7 @@ func compareTensor(p pair, opts TensorOptions) (TensorResult, error) {
 	s.Release()
 	n := float64(max(r.Elements-r.SourceNonFinite-r.NonFinite, 1))
 	r.RMSE = Num(math.Sqrt(d2 / n))
+	r.sse = d2
 	r.RefRMS = Num(math.Sqrt(s2 / n))
 	r.MaxAbs, r.MaxAbsIndex = Num(maxAbs), maxAbsIdx
 	switch {

@@ -245,9 +245,6 @@ func TestLogitStats(t *testing.T) {
 	if got := KLD(p, q); math.Abs(got-want) > 1e-12 {
 		t.Errorf("KLD = %.15g, want %.15g", got, want)
 	}
-	if Argmax([]float32{1, 5, 5, 2}) != 1 || Argmax([]float32{float32(math.NaN()), 1}) != 1 {
-		t.Error("Argmax")
-	}
 	r, err := comparePrompt(append(p, q...), append(p, p...), 4, Tolerances{MinTop1: 1})
 	if err != nil {
 		t.Fatal(err)

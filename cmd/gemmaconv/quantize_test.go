@@ -15,6 +15,7 @@ import (
 	"github.com/gemmaconv/gemmaconv/internal/testmodel"
 	"github.com/gemmaconv/gemmaconv/ir"
 	"github.com/gemmaconv/gemmaconv/quantize"
+	"github.com/gemmaconv/gemmaconv/verify"
 )
 
 // runQuantizeCmd runs "quantize args..." and returns stdout and the error.
@@ -90,11 +91,6 @@ func TestQuantizeBadFlags(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed run left %s behind", out)
 	}
-	for _, name := range []string{"q4_k", "Q5_K", "q8_0", "IQ4_xs", "MXFP4", "bf16"} {
-		if _, err := parsePreset(name); err != nil {
-			t.Errorf("preset %s: %v", name, err)
-		}
-	}
 }
 
 func TestQuantizeDryRun(t *testing.T) {
@@ -140,13 +136,13 @@ func TestQuantizeThreadsReportRequantize(t *testing.T) {
 	}
 	defer f.Close()
 	for key, want := range map[string]any{"general.file_type": uint32(quantize.FileQ4_K_M), "general.quantization_version": uint32(2),
-		keyVersion: version, keyQuantizePreset: "Q4_K_M", keySourceFormat: "safetensors"} {
+		quantize.KeyVersion: version, quantize.KeyPreset: "Q4_K_M", quantize.KeySourceFormat: "safetensors"} {
 		if v, ok := f.Lookup(key); !ok || v != want {
 			t.Errorf("%s = %v, want %v", key, v, want)
 		}
 	}
-	files, _ := f.Lookup(keySourceFiles)
-	sums, _ := f.Lookup(keySourceSHA256)
+	files, _ := f.Lookup(quantize.KeySourceFiles)
+	sums, _ := f.Lookup(quantize.KeySourceSHA256)
 	fl, _ := files.([]string)
 	sl, _ := sums.([]string)
 	if len(fl) == 0 || len(fl) != len(sl) || !strings.Contains(strings.Join(fl, " "), "model.safetensors") {
@@ -157,7 +153,7 @@ func TestQuantizeThreadsReportRequantize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r report
+	var r verify.QuantizeReport
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -198,10 +194,10 @@ func TestQuantizeThreadsReportRequantize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ = g.Lookup(keySourceFiles)
-	opts, _ := g.Lookup(keyQuantizeOptions)
-	_, hashed := g.Lookup(keySourceSHA256)
-	format, _ := g.Lookup(keySourceFormat)
+	files, _ = g.Lookup(quantize.KeySourceFiles)
+	opts, _ := g.Lookup(quantize.KeyOptions)
+	_, hashed := g.Lookup(quantize.KeySourceSHA256)
+	format, _ := g.Lookup(quantize.KeySourceFormat)
 	g.Close()
 	if fs, _ := files.([]string); len(fs) != 1 || fs[0] != "many.gguf" || hashed || format != "gguf" {
 		t.Errorf("requantized file: source files %v, format %v, sha256 present %v", files, format, hashed)
@@ -260,7 +256,7 @@ func TestQuantizeFixtures(t *testing.T) {
 			if _, err := runQuantizeCmd(t, args...); err != nil {
 				t.Fatal(err)
 			}
-			ft, _ := parsePreset(strings.SplitN(tc.entry, ".", 2)[1])
+			ft, _ := quantize.ParsePreset(strings.SplitN(tc.entry, ".", 2)[1])
 			want := &llamaref.Entry{Name: tc.entry, Tensors: entry.Tensors}
 			for _, kv := range f32.KV {
 				if kv.Key == "general.file_type" {
@@ -275,12 +271,12 @@ func TestQuantizeFixtures(t *testing.T) {
 				}
 				str := func(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
 				want.KV = append(want.KV,
-					llamaref.KV{Key: keyImatrixFile, Type: []string{"STRING"}, Value: str(imPath)},
-					llamaref.KV{Key: keyImatrixDataset, Type: []string{"STRING"}, Value: str(im.Datasets[0])},
-					llamaref.KV{Key: keyImatrixEntries, Type: []string{"UINT32"}, Value: json.RawMessage(jsonNumber(uint32(len(im.Entries))))},
-					llamaref.KV{Key: keyImatrixChunks, Type: []string{"UINT32"}, Value: json.RawMessage(jsonNumber(im.ChunkCount))})
+					llamaref.KV{Key: quantize.KeyImatrixFile, Type: []string{"STRING"}, Value: str(imPath)},
+					llamaref.KV{Key: quantize.KeyImatrixDataset, Type: []string{"STRING"}, Value: str(im.Datasets[0])},
+					llamaref.KV{Key: quantize.KeyImatrixEntries, Type: []string{"UINT32"}, Value: json.RawMessage(jsonNumber(uint32(len(im.Entries))))},
+					llamaref.KV{Key: quantize.KeyImatrixChunks, Type: []string{"UINT32"}, Value: json.RawMessage(jsonNumber(im.ChunkCount))})
 			}
-			ignore := append([]string{keyVersion, keyQuantizePreset, keyQuantizeOptions, keySourceFormat, keySourceFiles, keySourceSHA256, keyImatrixSHA256},
+			ignore := append([]string{quantize.KeyVersion, quantize.KeyPreset, quantize.KeyOptions, quantize.KeySourceFormat, quantize.KeySourceFiles, quantize.KeySourceSHA256, quantize.KeyImatrixSHA256},
 				llamaref.DefaultIgnoreKeys...)
 			diffs, err := llamaref.Compare(out, want, llamaref.Options{IgnoreKeys: ignore})
 			if err != nil {
@@ -303,13 +299,13 @@ func jsonNumber(v uint32) string {
 func TestQuantizeEveryPreset(t *testing.T) {
 	src := tinyHF(t)
 	dir := t.TempDir()
-	for _, p := range presetNames {
+	for _, p := range quantize.PresetNames() {
 		out := filepath.Join(dir, p+".gguf")
 		if _, err := runQuantizeCmd(t, src, "-o", out, "--type", p); err != nil {
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		ft, _ := parsePreset(p)
+		ft, _ := quantize.ParsePreset(p)
 		m, err := ir.Open(out, ir.OpenOptions{})
 		if err != nil {
 			t.Errorf("%s: reading back: %v", p, err)

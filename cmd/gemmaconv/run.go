@@ -74,7 +74,7 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 				}
 			}
 			start := time.Now()
-			_, err = verify.Generate(md, ids, n, stop, func(id int32) {
+			_, err = runtime.Generate(md, ids, n, stop, func(id int32) {
 				gen = append(gen, id)
 				flush(false)
 			})

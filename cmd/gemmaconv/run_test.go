@@ -33,7 +33,7 @@ func TestRunCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen, err := verify.Generate(md, verify.PromptIDs(enc, prompt), 8, []int32{m.Tokenizer.EOS, m.Tokenizer.EOT}, nil)
+	gen, err := runtime.Generate(md, verify.PromptIDs(enc, prompt), 8, []int32{m.Tokenizer.EOS, m.Tokenizer.EOT}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
