@@ -83,11 +83,17 @@ func benchCLI(b *testing.B, args func(src, out string) []string) {
 	bin := buildBinary(b, tmp)
 	src := gemma2B(b)
 	out := filepath.Join(tmp, "out.gguf")
+	runBench(b, bin, out, args(src, out))
+}
+
+// runBench runs the binary with args b.N times, out being the file it
+// writes, and reports wall time, peak RSS and the output's size.
+func runBench(b *testing.B, bin, out string, args []string) {
 	b.ResetTimer()
 	var wall time.Duration
 	var rss int64
 	for i := 0; i < b.N; i++ {
-		w, r := runMeasured(b, bin, args(src, out)...)
+		w, r := runMeasured(b, bin, args...)
 		wall += w
 		rss = max(rss, r)
 		if i+1 < b.N {

@@ -203,15 +203,20 @@ func WritePyTorchCkpt(path string, cfg ir.Config, seed int64, dtype ir.DType) (e
 		stem = "archive"
 	}
 	buf := make([]byte, copyBuf)
+	descriptor := int64(0) // the previous entry's data descriptor, not yet written
 	write := func(name string, data io.ReaderAt, size int64) error {
-		// Flush so that cw.n is the offset of the next local header, then
-		// pad its extra field ("FB" + 'Z's, as torch does) so that the data
-		// starts on a 64-byte boundary.
+		// Flush so that cw.n plus the pending data descriptor is the offset
+		// of the next local header, then pad its extra field ("FB" + 'Z's,
+		// as torch does) so that the data starts on a 64-byte boundary.
 		if err := zw.Flush(); err != nil {
 			return err
 		}
 		full := stem + "/" + name
-		at := cw.n + 30 + int64(len(full)) + 4
+		at := cw.n + descriptor + 30 + int64(len(full)) + 4
+		descriptor = 16
+		if size >= 0xffffffff {
+			descriptor = 24 // zip64 sizes
+		}
 		pad := (64 - at%64) % 64
 		extra := []byte{'F', 'B', byte(pad), byte(pad >> 8)}
 		for range pad {

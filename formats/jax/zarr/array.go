@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -455,7 +456,11 @@ func decodeBytes(v io.ReaderAt, codecs []Codec, want int64, key string) (io.Read
 				if i > 0 || want < 0 {
 					limit = maxWholeDecode
 				}
-				b, err := decodeAll(sec, c.Name, limit, key)
+				exact := int64(-1)
+				if i == 0 && want >= 0 {
+					exact = want // at most smallChunk
+				}
+				b, err := decodeAll(sec, c.Name, limit, exact, size, key)
 				if err != nil {
 					return nil, 0, err
 				}
@@ -497,14 +502,37 @@ func checkCRC(r io.ReaderAt, n int64, key string) error {
 	return nil
 }
 
+// zstdDecoders recycles zstd decoders: a new one allocates its history
+// buffers (the size of the frame's window, often the whole chunk), which
+// for a model of thousands of chunks is most of the reader's garbage.
+var zstdDecoders sync.Pool
+
+// pooledZstd is a zstd decoder that goes back to the pool when closed.
+type pooledZstd struct{ *zstd.Decoder }
+
+func (p pooledZstd) Close() error {
+	if p.Decoder.Reset(nil) == nil { // drops the reference to the source
+		zstdDecoders.Put(p.Decoder)
+	} else {
+		p.Decoder.Close()
+	}
+	return nil
+}
+
 func newDecompressor(codec string, r io.Reader) (io.ReadCloser, error) {
 	switch codec {
 	case "zstd":
+		if d, ok := zstdDecoders.Get().(*zstd.Decoder); ok {
+			if err := d.Reset(r); err == nil {
+				return pooledZstd{d}, nil
+			}
+			d.Close()
+		}
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, err
 		}
-		return d.IOReadCloser(), nil
+		return pooledZstd{d}, nil
 	case "gzip":
 		return gzip.NewReader(r)
 	case "zlib":
@@ -513,13 +541,42 @@ func newDecompressor(codec string, r io.Reader) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("unknown compressor %q", codec)
 }
 
-// decodeAll decompresses a whole value, failing past limit bytes.
-func decodeAll(r io.Reader, codec string, limit int64, key string) ([]byte, error) {
+// decodeAll decompresses a whole value, failing past limit bytes. When
+// the decoded size is known (exact >= 0, bounded by smallChunk) the
+// result is read into a buffer of that capacity: growing a bytes.Buffer
+// instead leaves up to twice the bytes the chunk cache accounts for, and
+// a trail of garbage that inflates the heap. As exact comes from the
+// metadata, the buffer starts in proportion to the encoded size (encSize)
+// and grows to exact only once decoded data has filled it.
+func decodeAll(r io.Reader, codec string, limit, exact, encSize int64, key string) ([]byte, error) {
 	d, err := newDecompressor(codec, r)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %s: %w", key, codec, err)
 	}
 	defer d.Close()
+	if exact >= 0 && exact <= limit {
+		b := make([]byte, 0, min(exact, 1<<20+8*max(encSize, 0)))
+		for int64(len(b)) < exact {
+			if len(b) == cap(b) {
+				b = slices.Grow(b, int(exact)-len(b))
+			}
+			n, err := d.Read(b[len(b):min(int64(cap(b)), exact)])
+			b = b[:len(b)+n]
+			if err == io.EOF {
+				return b, nil // short: the caller reports the size mismatch
+			}
+			if err != nil {
+				return nil, fmt.Errorf("chunk %s: %s: after %d decoded bytes: %w", key, codec, len(b), err)
+			}
+		}
+		var one [1]byte
+		if m, err := io.ReadFull(d, one[:]); m > 0 {
+			return nil, fmt.Errorf("chunk %s: %s: decodes to more than %d bytes", key, codec, limit)
+		} else if err != io.EOF {
+			return nil, fmt.Errorf("chunk %s: %s: after %d decoded bytes: %w", key, codec, len(b), err)
+		}
+		return b, nil
+	}
 	var buf bytes.Buffer
 	n, err := io.Copy(&buf, io.LimitReader(d, limit+1))
 	if err != nil {
