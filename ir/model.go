@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Model is a Gemma text decoder in normalized form. Tensor data is not read
@@ -126,7 +127,7 @@ func (m *Model) Validate() error {
 			}
 			return fmt.Errorf("tensor %s is missing (the %s config needs it)", w.Name, m.Config.Family)
 		}
-		if !equalShape(t.Shape, w.Shape) {
+		if !slices.Equal(t.Shape, w.Shape) {
 			return fmt.Errorf("tensor %s has shape %v, the config implies %v", w.Name, t.Shape, w.Shape)
 		}
 		delete(have, w.Name)
@@ -135,16 +136,4 @@ func (m *Model) Validate() error {
 		return fmt.Errorf("tensor %s is not part of a %s model", name, m.Config.Family)
 	}
 	return nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -49,6 +49,23 @@ func qxWeight(qw []float32, i int, x float32, rmseType int) float32 {
 	}
 }
 
+// qxWeights returns qw[:len(x)], or when qw is nil the weights qxWeight
+// picks for rmseType, written to buf when it is long enough. The searches
+// take their weights from it once rather than once per scale tried.
+func qxWeights(qw, x []float32, rmseType int, buf *[32]float32) []float32 {
+	if qw != nil {
+		return qw[:len(x)]
+	}
+	w := buf[:0]
+	if len(x) > len(buf) {
+		w = make([]float32, 0, len(x))
+	}
+	for _, v := range x {
+		w = append(w, qxWeight(nil, 0, v, rmseType))
+	}
+	return w
+}
+
 // makeQXQuants is ggml's make_qx_quants: symmetric quantization of x[:n]
 // to L in [0, 2*nmax), returning the scale. rmseType 0 only rounds; a
 // negative rmseType returns after the first least-squares step; otherwise
@@ -80,11 +97,13 @@ func makeQXQuants(n, nmax int, x []float32, L []int8, rmseType int, qw []float32
 		rmseType = -rmseType
 		returnEarly = true
 	}
+	var buf [32]float32
+	weights := qxWeights(qw, x, rmseType, &buf)[:n]
 	var sumlx, suml2 float32
 	for i, v := range x {
 		l := clampInt32(nearestInt(float32(iscale*v)), -nm, nm-1)
 		L[i] = int8(l + nm)
-		w := qxWeight(qw, i, v, rmseType)
+		w := weights[i]
 		fl := float32(l)
 		sumlx += float32(float32(w*v) * fl)
 		suml2 += float32(float32(w*fl) * fl)
@@ -108,7 +127,7 @@ func makeQXQuants(n, nmax int, x []float32, L []int8, rmseType int, qw []float32
 		sumlx, suml2 = 0, 0
 		for i, v := range x {
 			l := clampInt32(nearestInt(float32(iscale*v)), -nm, nm-1)
-			w := qxWeight(qw, i, v, rmseType)
+			w := weights[i]
 			fl := float32(l)
 			sumlx += float32(float32(w*v) * fl)
 			suml2 += float32(float32(w*fl) * fl)
@@ -225,18 +244,11 @@ func makeQKX2Quants(n, nmax int, x, weights []float32, L, Laux []uint8,
 	nm := int32(nmax)
 	iscale := float32(nm) / (max - min)
 	scale = 1 / iscale
-	var bestError float32
 	for i, v := range x {
 		l := nearestInt(float32(iscale * (v - min)))
 		L[i] = uint8(clampInt32(l, 0, nm))
-		diff := float32(scale*float32(L[i])) + min - v
-		if useMad {
-			diff = absf(diff)
-		} else {
-			diff = float32(diff * diff)
-		}
-		bestError += float32(weights[i] * diff)
 	}
+	bestError := weightedError(x, weights, L, scale, min, useMad)
 	if nstep < 1 {
 		return scale, -min
 	}
@@ -261,16 +273,7 @@ func makeQKX2Quants(n, nmax int, x, weights []float32, L, Laux []uint8,
 				thisMin = 0
 				thisScale = sumXL / sumL2
 			}
-			var curError float32
-			for i, v := range x {
-				diff := float32(thisScale*float32(Laux[i])) + thisMin - v
-				if useMad {
-					diff = absf(diff)
-				} else {
-					diff = float32(diff * diff)
-				}
-				curError += float32(weights[i] * diff)
-			}
+			curError := weightedError(x, weights, Laux, thisScale, thisMin, useMad)
 			if curError < bestError {
 				copy(L, Laux)
 				bestError = curError
@@ -282,100 +285,37 @@ func makeQKX2Quants(n, nmax int, x, weights []float32, L, Laux []uint8,
 	return scale, -min
 }
 
-// makeQKX3Quants is ggml's make_qkx3_quants: makeQKX2Quants with x*x as
-// the weights when weights is nil, and max <= min (not ==) as the
-// degenerate case.
+// weightedError is the error make_qkx2_quants and make_qkx3_quants
+// minimize: the sum over x, in order, of w[i] times the absolute (useMad)
+// or squared difference between scale*L[i] + min and x[i]. useMad is
+// tested outside the loops, where it costs nothing per element.
+func weightedError(x, w []float32, L []uint8, scale, min float32, useMad bool) float32 {
+	w, L = w[:len(x)], L[:len(x)]
+	var e float32
+	if useMad {
+		for i, v := range x {
+			diff := float32(scale*float32(L[i])) + min - v
+			e += float32(w[i] * absf(diff))
+		}
+		return e
+	}
+	for i, v := range x {
+		diff := float32(scale*float32(L[i])) + min - v
+		e += float32(w[i] * float32(diff*diff))
+	}
+	return e
+}
+
+// makeQKX3Quants is ggml's make_qkx3_quants, which differs from
+// make_qkx2_quants only in taking x*x as the weights when weights is nil
+// (its degenerate test max <= min is max == min once min is clamped to at
+// most 0, and both are false for NaN). The legacy _1 types' weighted
+// quantizers and the k-quants' imatrix paths use it.
 func makeQKX3Quants(n, nmax int, x, weights []float32, L, Laux []uint8,
 	rmin, rdelta float32, nstep int, useMad bool) (scale, theMin float32) {
-	x, L, Laux = x[:n], L[:n], Laux[:n]
-	if weights != nil {
-		weights = weights[:n]
-	}
-	wt := func(i int) float32 {
-		if weights != nil {
-			return weights[i]
-		}
-		return float32(x[i] * x[i])
-	}
-	min, max := x[0], x[0]
-	sumW := wt(0)
-	sumX := float32(sumW * x[0])
-	for i := 1; i < n; i++ {
-		v := x[i]
-		if v < min {
-			min = v
-		}
-		if v > max {
-			max = v
-		}
-		w := wt(i)
-		sumW += w
-		sumX += float32(w * v)
-	}
-	if min > 0 {
-		min = 0
-	}
-	if max <= min {
-		clear(L)
-		return 0, -min
-	}
-	nm := int32(nmax)
-	iscale := float32(nm) / (max - min)
-	scale = 1 / iscale
-	var bestMad float32
-	for i, v := range x {
-		l := nearestInt(float32(iscale * (v - min)))
-		L[i] = uint8(clampInt32(l, 0, nm))
-		diff := float32(scale*float32(L[i])) + min - v
-		if useMad {
-			diff = absf(diff)
-		} else {
-			diff = float32(diff * diff)
-		}
-		bestMad += float32(wt(i) * diff)
-	}
-	if nstep < 1 {
-		return scale, -min
-	}
-	for is := int32(0); is <= int32(nstep); is++ {
-		iscale = (rmin + float32(rdelta*float32(is)) + float32(nm)) / (max - min)
-		var sumL, sumL2, sumXL float32
-		for i, v := range x {
-			l := clampInt32(nearestInt(float32(iscale*(v-min))), 0, nm)
-			Laux[i] = uint8(l)
-			fl := float32(l)
-			wl := float32(wt(i) * fl)
-			sumL += wl
-			sumL2 += float32(wl * fl)
-			sumXL += float32(wl * v)
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D > 0 {
-			thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-			thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-			if thisMin > 0 {
-				thisMin = 0
-				thisScale = sumXL / sumL2
-			}
-			var mad float32
-			for i, v := range x {
-				diff := float32(thisScale*float32(Laux[i])) + thisMin - v
-				if useMad {
-					diff = absf(diff)
-				} else {
-					diff = float32(diff * diff)
-				}
-				mad += float32(wt(i) * diff)
-			}
-			if mad < bestMad {
-				copy(L, Laux)
-				bestMad = mad
-				scale = thisScale
-				min = thisMin
-			}
-		}
-	}
-	return scale, -min
+	var buf [32]float32
+	weights = qxWeights(weights, x[:n], 1, &buf) // rmse_type 1 weighs by x*x
+	return makeQKX2Quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, useMad)
 }
 
 // makeQPQuants is ggml's make_qp_quants: quantization of the non-negative

@@ -20,7 +20,9 @@ import (
 //
 // Without an importance matrix ggml_quantize_chunk uses the _ref row
 // quantizers (round to a scale taken from the extremes); with one, Q4_0 to
-// Q5_1 use the weighted scale searches below. Q8_0 ignores it.
+// Q5_1 use ggml's *_impl quantizers, which weight the k-quant scale
+// searches (makeQXQuants for the _0 types, makeQKX3Quants for the _1
+// types). Q8_0 ignores it.
 
 const (
 	legacyQK = 32 // values per block (QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0)
@@ -95,138 +97,16 @@ func importanceWeights(w *[legacyQK]float32, x, qw []float32, sigma2 float32) {
 	}
 }
 
-// weightedSymScale is ggml's make_qx_quants for the case the legacy types
-// use (importance weights given, rmse_type 1): it picks codes L in
-// [0, 2*nmax) for x and returns the scale d with x ≈ d*(L-nmax), trying 18
-// scales around nmax/max and keeping the best weighted least-squares fit.
-func weightedSymScale(nmax int32, x []float32, L *[legacyQK]uint8, w *[legacyQK]float32) float32 {
-	x = x[:legacyQK]
-	var max, amax float32
-	for _, v := range x {
-		if ax := absf(v); ax > amax {
-			amax, max = ax, v
-		}
+// weightedSymQuants is the make_qx_quants call of ggml's Q4_0 and Q5_0
+// _impl quantizers (importance weights w, rmse_type 1): it sets the codes
+// L in [0, 2*nmax) and returns the scale d with x ≈ d*(L-nmax).
+func weightedSymQuants(nmax int, x []float32, L *[legacyQK]uint8, w *[legacyQK]float32) float32 {
+	var q [legacyQK]int8 // makeQXQuants' codes, all in [0, 2*nmax)
+	d := makeQXQuants(legacyQK, nmax, x, q[:], 1, w[:])
+	for j, l := range q {
+		L[j] = uint8(l)
 	}
-	if amax < 1e-15 { // GROUP_MAX_EPS: all zero
-		*L = [legacyQK]uint8{}
-		return 0
-	}
-	code := func(iscale, v float32) int32 {
-		// The product is rounded to float32 before nearestInt's add, as in C.
-		return max32(-nmax, min32(nmax-1, nearestInt(float32(iscale*v))))
-	}
-	iscale := float32(-nmax) / max
-	var sumlx, suml2 float32
-	for i, v := range x {
-		l := code(iscale, v)
-		L[i] = uint8(l + nmax)
-		fl := float32(l)
-		sumlx += float32(float32(w[i]*v) * fl)
-		suml2 += float32(float32(w[i]*fl) * fl)
-	}
-	var scale float32
-	if suml2 != 0 {
-		scale = sumlx / suml2
-	}
-	best := scale * sumlx
-	for is := int32(-9); is <= 9; is++ {
-		if is == 0 {
-			continue
-		}
-		iscale = -(float32(nmax) + float32(0.1*float32(is))) / max
-		sumlx, suml2 = 0, 0
-		for i, v := range x {
-			fl := float32(code(iscale, v))
-			sumlx += float32(float32(w[i]*v) * fl)
-			suml2 += float32(float32(w[i]*fl) * fl)
-		}
-		if suml2 > 0 && sumlx*sumlx > best*suml2 {
-			for i, v := range x {
-				L[i] = uint8(code(iscale, v) + nmax)
-			}
-			scale = sumlx / suml2
-			best = scale * sumlx
-		}
-	}
-	return scale
-}
-
-// weightedAffineScale is ggml's make_qkx3_quants as the legacy _1 types
-// call it (importance weights given, rmin -0.9, rdelta 0.05, 36 steps,
-// squared error): it picks codes L in [0, nmax] and returns scale and min
-// with x ≈ scale*L + min, min <= 0.
-func weightedAffineScale(nmax int32, x []float32, L *[legacyQK]uint8, w *[legacyQK]float32) (scale, min float32) {
-	const (
-		rmin   float32 = -0.9
-		rdelta float32 = 0.05
-		nstep          = 36
-	)
-	x = x[:legacyQK]
-	min, max := x[0], x[0]
-	sumW := w[0]
-	sumX := sumW * x[0]
-	for i := 1; i < legacyQK; i++ {
-		if x[i] < min {
-			min = x[i]
-		}
-		if x[i] > max {
-			max = x[i]
-		}
-		sumW += w[i]
-		sumX += float32(w[i] * x[i])
-	}
-	if min > 0 {
-		min = 0
-	}
-	if max <= min {
-		*L = [legacyQK]uint8{}
-		return 0, min
-	}
-	code := func(iscale, v, min float32) uint8 {
-		return uint8(max32(0, min32(nmax, nearestInt(float32(iscale*(v-min))))))
-	}
-	iscale := float32(nmax) / (max - min)
-	scale = 1 / iscale
-	var bestMad float32
-	for i, v := range x {
-		L[i] = code(iscale, v, min)
-		diff := float32(scale*float32(L[i])) + min - v
-		bestMad += float32(w[i] * float32(diff*diff))
-	}
-	var aux [legacyQK]uint8
-	for is := 0; is <= nstep; is++ {
-		iscale = (rmin + float32(rdelta*float32(is)) + float32(nmax)) / (max - min)
-		var sumL, sumL2, sumXL float32
-		for i, v := range x {
-			l := code(iscale, v, min)
-			aux[i] = l
-			fl := float32(l)
-			sumL += float32(w[i] * fl)
-			sumL2 += float32(float32(w[i]*fl) * fl)
-			sumXL += float32(float32(w[i]*fl) * v)
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D > 0 {
-			thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-			thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-			if thisMin > 0 {
-				thisMin = 0
-				thisScale = sumXL / sumL2
-			}
-			var mad float32
-			for i, v := range x {
-				diff := float32(thisScale*float32(aux[i])) + thisMin - v
-				mad += float32(w[i] * float32(diff*diff))
-			}
-			if mad < bestMad {
-				*L = aux
-				bestMad = mad
-				scale = thisScale
-				min = thisMin
-			}
-		}
-	}
-	return scale, min
+	return d
 }
 
 func min32(a, b int32) int32 {
@@ -302,7 +182,7 @@ func quantizeQ4_0(src []float32, ncols int, imatrix []float32, dst []byte) {
 		for ib := 0; ib < len(x)/legacyQK; ib++ {
 			xb, yb := x[ib*legacyQK:(ib+1)*legacyQK], y[ib*q4_0Bytes:(ib+1)*q4_0Bytes]
 			importanceWeights(&w, xb, imatrix[ib*legacyQK:], sigma2)
-			putFP16(yb, weightedSymScale(8, xb, &L, &w))
+			putFP16(yb, weightedSymQuants(8, xb, &L, &w))
 			packNibbles(yb[2:], L[:])
 		}
 	})
@@ -340,13 +220,14 @@ func quantizeQ4_1(src []float32, ncols int, imatrix []float32, dst []byte) {
 			return
 		}
 		var w [legacyQK]float32
+		var aux [legacyQK]uint8 // makeQKX3Quants scratch
 		sigma2 := rowSigma2(x)
 		for ib := 0; ib < len(x)/legacyQK; ib++ {
 			xb, yb := x[ib*legacyQK:(ib+1)*legacyQK], y[ib*q4_1Bytes:(ib+1)*q4_1Bytes]
 			importanceWeights(&w, xb, imatrix[ib*legacyQK:], sigma2)
-			d, min := weightedAffineScale(15, xb, &L, &w)
+			d, negMin := makeQKX3Quants(legacyQK, 15, xb, w[:], L[:], aux[:], -0.9, 0.05, 36, false)
 			putFP16(yb, d)
-			putFP16(yb[2:], min)
+			putFP16(yb[2:], -negMin)
 			packNibbles(yb[4:], L[:])
 		}
 	})
@@ -386,7 +267,7 @@ func quantizeQ5_0(src []float32, ncols int, imatrix []float32, dst []byte) {
 		for ib := 0; ib < len(x)/legacyQK; ib++ {
 			xb, yb := x[ib*legacyQK:(ib+1)*legacyQK], y[ib*q5_0Bytes:(ib+1)*q5_0Bytes]
 			importanceWeights(&w, xb, imatrix[ib*legacyQK:], sigma2)
-			putFP16(yb, weightedSymScale(16, xb, &L, &w))
+			putFP16(yb, weightedSymQuants(16, xb, &L, &w))
 			packQ5(yb[2:6], yb[6:], &L)
 		}
 	})
@@ -428,13 +309,14 @@ func quantizeQ5_1(src []float32, ncols int, imatrix []float32, dst []byte) {
 			return
 		}
 		var w [legacyQK]float32
+		var aux [legacyQK]uint8 // makeQKX3Quants scratch
 		sigma2 := rowSigma2(x)
 		for ib := 0; ib < len(x)/legacyQK; ib++ {
 			xb, yb := x[ib*legacyQK:(ib+1)*legacyQK], y[ib*q5_1Bytes:(ib+1)*q5_1Bytes]
 			importanceWeights(&w, xb, imatrix[ib*legacyQK:], sigma2)
-			d, min := weightedAffineScale(31, xb, &L, &w)
+			d, negMin := makeQKX3Quants(legacyQK, 31, xb, w[:], L[:], aux[:], -0.9, 0.05, 36, false)
 			putFP16(yb, d)
-			putFP16(yb[2:], min)
+			putFP16(yb[2:], -negMin)
 			packQ5(yb[4:8], yb[8:], &L)
 		}
 	})

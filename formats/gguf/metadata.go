@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -273,7 +274,7 @@ func (b *kvList) merge(extra []ir.KV) error {
 // brief formats a value for an error message, eliding long arrays.
 func brief(v any) string {
 	if t, _, _ := TypeOf(v); t == TypeArray {
-		return fmt.Sprintf("%T of %d elements", v, arrayLen(v))
+		return fmt.Sprintf("%T of %d elements", v, ArrayLen(v))
 	}
 	s := fmt.Sprintf("%T(%v)", v, v)
 	if len(s) > 80 {
@@ -385,18 +386,6 @@ func periodPattern(p uint32, layers int) []bool {
 	return s
 }
 
-func equalBools(a, b []bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // inferredSliding is the layer pattern llama.cpp's runtime uses when the
 // file has no pattern key: none for Gemma 1 and for a Gemma 3 file without
 // a sliding window, the family's period otherwise.
@@ -413,15 +402,15 @@ func inferredSliding(c ir.Config) []bool {
 // where one reproduces it (llama.cpp's Gemma 2 and 3 read that), else one
 // bool per layer.
 func slidingPatternValue(c ir.Config) (any, bool) {
-	if equalBools(c.Sliding, inferredSliding(c)) {
+	if slices.Equal(c.Sliding, inferredSliding(c)) {
 		return nil, false
 	}
 	for p := uint32(1); p <= uint32(c.NumLayers); p++ {
-		if equalBools(c.Sliding, periodPattern(p, c.NumLayers)) {
+		if slices.Equal(c.Sliding, periodPattern(p, c.NumLayers)) {
 			return p, true
 		}
 	}
-	if equalBools(c.Sliding, periodPattern(0, c.NumLayers)) {
+	if slices.Equal(c.Sliding, periodPattern(0, c.NumLayers)) {
 		return uint32(0), true
 	}
 	return append([]bool(nil), c.Sliding...), true

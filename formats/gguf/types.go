@@ -141,8 +141,9 @@ func TypeOf(v any) (typ, elem ValueType, err error) {
 	return 0, 0, fmt.Errorf("%T is not a GGUF value type", v)
 }
 
-// arrayLen returns the number of elements of an array value.
-func arrayLen(v any) int {
+// ArrayLen returns the number of elements of an array value (a value
+// whose TypeOf is TypeArray), and 0 for any other value.
+func ArrayLen(v any) int {
 	switch a := v.(type) {
 	case []uint8:
 		return len(a)

@@ -225,8 +225,8 @@ func checkValue(v any, depth int) error {
 			}
 		}
 	}
-	if t == TypeArray && arrayLen(v) > MaxArrayLength {
-		return fmt.Errorf("array of %d elements is over the limit of %d", arrayLen(v), MaxArrayLength)
+	if t == TypeArray && ArrayLen(v) > MaxArrayLength {
+		return fmt.Errorf("array of %d elements is over the limit of %d", ArrayLen(v), MaxArrayLength)
 	}
 	return nil
 }
@@ -391,7 +391,7 @@ func (e *encoder) value(v any, typed bool) {
 		e.u64(math.Float64bits(x))
 	default:
 		e.u32(uint32(et))
-		e.u64(uint64(arrayLen(v)))
+		e.u64(uint64(ArrayLen(v)))
 		e.array(v)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -75,7 +76,7 @@ func TestViews(t *testing.T) {
 			}
 			for _, name := range order {
 				g, w := got[name], want[name]
-				if g.DType != w.DType || !equalShape(g.Shape, w.Shape) {
+				if g.DType != w.DType || !slices.Equal(g.Shape, w.Shape) {
 					t.Fatalf("%s: %s %v, want %s %v", name, g.DType, g.Shape, w.DType, w.Shape)
 				}
 				if wantContig := name == "base" || name == "rows" || name == "elem" || name == "f64" || name == "i8" || name == "u8" || name == "bool" || name == "param" || name == "empty" || name == "bf16"; g.Contiguous() != wantContig {

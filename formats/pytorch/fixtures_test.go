@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,7 +70,7 @@ func TestFixtureCheckpoints(t *testing.T) {
 			}
 			for i, x := range m.Tensors {
 				r := ref.Tensors[i]
-				if x.Name != r.Name || x.DType != r.DType || !equalShape(x.Shape, r.Shape) {
+				if x.Name != r.Name || x.DType != r.DType || !slices.Equal(x.Shape, r.Shape) {
 					t.Fatalf("tensor %d: %s %s %v, safetensors reader %s %s %v", i, x.Name, x.DType, x.Shape, r.Name, r.DType, r.Shape)
 				}
 				if x.DType != ir.BF16 {
@@ -95,16 +96,4 @@ func TestFixtureCheckpoints(t *testing.T) {
 			}
 		})
 	}
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

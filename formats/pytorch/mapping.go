@@ -3,6 +3,7 @@ package pytorch
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,36 +26,36 @@ type parts struct {
 	layers                 map[int]map[string]*part
 }
 
-// layerRoles maps the per-layer module paths of both gemma_pytorch and
-// Hugging Face to a role. "qkv" is gemma_pytorch's fused projection;
-// "post_attention_layernorm" is resolved by family in build.
-var layerRoles = map[string]string{
-	"self_attn.qkv_proj":         "qkv",
-	"self_attn.q_proj":           "attn_q",
-	"self_attn.k_proj":           "attn_k",
-	"self_attn.v_proj":           "attn_v",
-	"self_attn.o_proj":           "attn_output",
-	"self_attn.query_norm":       "attn_q_norm",
-	"self_attn.q_norm":           "attn_q_norm",
-	"self_attn.key_norm":         "attn_k_norm",
-	"self_attn.k_norm":           "attn_k_norm",
-	"mlp.gate_proj":              "ffn_gate",
-	"mlp.up_proj":                "ffn_up",
-	"mlp.down_proj":              "ffn_down",
-	"input_layernorm":            "attn_norm",
-	"post_attention_layernorm":   "post_attention_layernorm",
-	"pre_feedforward_layernorm":  "ffn_norm",
-	"post_feedforward_layernorm": "post_ffw_norm",
+// gemmaPytorchLayer maps gemma_pytorch's own per-layer module paths to a
+// role; the others are Hugging Face's (ir.HFLayerName). "qkv" is the fused
+// projection, split in build.
+var gemmaPytorchLayer = map[string]string{
+	"self_attn.qkv_proj":   "qkv",
+	"self_attn.query_norm": "attn_q_norm",
+	"self_attn.key_norm":   "attn_k_norm",
 }
 
-// Prefixes of the text decoder in Hugging Face Gemma 3 multimodal
-// checkpoints (older and newer transformers), rewritten to "model.".
-var textPrefixes = []string{"model.language_model.", "language_model.model."}
+// gemmaPytorchEmbedder are gemma_pytorch's names for the embedding
+// (text_token_embedder in Gemma 3 multimodal checkpoints).
+var gemmaPytorchEmbedder = []string{"embedder", "text_token_embedder"}
 
-// Tensors outside the text decoder: Gemma 3's vision tower and projector,
-// as Hugging Face and gemma_pytorch name them.
-var visionPrefixes = []string{"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
-	"model.multi_modal_projector.", "siglip_vision_model.", "mm_soft_embedding_norm.", "mm_input_projection."}
+// gemmaPytorchVision are the prefixes of gemma_pytorch's Gemma 3 vision
+// tower and projector.
+var gemmaPytorchVision = []string{"siglip_vision_model.", "mm_soft_embedding_norm.", "mm_input_projection."}
+
+// isVision reports whether a tensor belongs to Gemma 3's vision tower or
+// projector, by its Hugging Face or gemma_pytorch name.
+func isVision(name string) bool {
+	if ir.IsHFVision(name) {
+		return true
+	}
+	for _, p := range gemmaPytorchVision {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // Buffers that are computed from the config, not weights.
 var ropeBuffers = map[string]bool{"freqs_cis": true, "local_freqs_cis": true, "global_freqs_cis": true}
@@ -73,24 +74,9 @@ func collect(ts []NamedTensor) (*parts, []string, error) {
 			buffers = append(buffers, name)
 			continue
 		}
-		isVision := false
-		for _, vp := range visionPrefixes {
-			if strings.HasPrefix(name, vp) {
-				isVision = true
-			}
-		}
-		if isVision {
+		if isVision(name) {
 			vision = append(vision, name)
 			continue
-		}
-		for _, tp := range textPrefixes {
-			if rest, ok := strings.CutPrefix(name, tp); ok {
-				name = "model." + rest
-				break
-			}
-		}
-		if name == "language_model.lm_head.weight" {
-			name = "lm_head.weight"
 		}
 		module, scaler := strings.CutSuffix(name, ".weight_scaler")
 		if !scaler {
@@ -99,17 +85,25 @@ func collect(ts []NamedTensor) (*parts, []string, error) {
 				return nil, nil, fmt.Errorf("tensor %s: not a Gemma weight name", quoteName(t.Name))
 			}
 		}
+		role, isGlobal := ir.HFGlobalName(module)
+		if slices.Contains(gemmaPytorchEmbedder, module) {
+			role, isGlobal = "token_embd", true
+		}
 		var slot **part
-		var role string
-		switch module {
-		case "embedder", "text_token_embedder", "model.embed_tokens":
-			slot, role = &p.embed, "token_embd"
-		case "model.norm":
-			slot, role = &p.outNorm, "output_norm"
-		case "lm_head":
-			slot, role = &p.lmHead, "output"
-		default:
-			rest, ok := strings.CutPrefix(module, "model.layers.")
+		if isGlobal {
+			switch role {
+			case "token_embd":
+				slot = &p.embed
+			case "output_norm":
+				slot = &p.outNorm
+			default: // "output"
+				slot = &p.lmHead
+			}
+		} else {
+			rest, ok := ir.CutHFTextPrefix(module)
+			if ok {
+				rest, ok = strings.CutPrefix(rest, "layers.")
+			}
 			if !ok {
 				return nil, nil, fmt.Errorf("tensor %s: not a Gemma weight name", quoteName(t.Name))
 			}
@@ -118,8 +112,16 @@ func collect(ts []NamedTensor) (*parts, []string, error) {
 			if err != nil || n < 0 || n >= maxLayers || strconv.Itoa(n) != num {
 				return nil, nil, fmt.Errorf("tensor %s: bad layer number", quoteName(t.Name))
 			}
-			role = layerRoles[sub]
-			if role == "" {
+			// The family, which decides what HFFamilyNorm is, is known
+			// only once every tensor is seen: build resolves it.
+			role, ok = gemmaPytorchLayer[sub]
+			if !ok && sub == ir.HFFamilyNorm {
+				role, ok = sub, true
+			}
+			if !ok {
+				role, ok = ir.HFLayerName(sub, "")
+			}
+			if !ok {
 				return nil, nil, fmt.Errorf("tensor %s: unknown per-layer weight %q", quoteName(t.Name), sub)
 			}
 			if p.layers[n] == nil {
@@ -264,11 +266,10 @@ func (p *parts) build(m *ir.Model) error {
 					return err
 				}
 				continue
-			case "post_attention_layernorm":
-				if c.Family == ir.Gemma1 {
-					role = "ffn_norm"
-				} else {
-					role = "post_attention_norm"
+			case ir.HFFamilyNorm:
+				var ok bool
+				if role, ok = ir.HFLayerName(role, c.Family); !ok {
+					return fmt.Errorf("layer %d: no meaning for %s in a %s model", n, ir.HFFamilyNorm, c.Family)
 				}
 			}
 			if err := add(prefix+role+".weight", pt); err != nil {

@@ -781,52 +781,20 @@ func (m *vm) step(op byte) error {
 		}
 		return m.push(&Set{Items: items})
 
-	case opPUT:
-		l, err := m.textLine()
+	case opPUT, opBINPUT, opLONG_BINPUT:
+		i, err := m.memoIndex(op)
 		if err != nil {
 			return err
 		}
-		i, err := strconv.ParseInt(string(l), 10, 64)
-		if err != nil || i < 0 {
-			return m.fail("bad PUT index %q", truncate(string(l)))
-		}
-		return m.put(uint64(i))
-	case opBINPUT:
-		i, err := m.u8()
-		if err != nil {
-			return err
-		}
-		return m.put(uint64(i))
-	case opLONG_BINPUT:
-		i, err := m.u32()
-		if err != nil {
-			return err
-		}
-		return m.put(uint64(i))
+		return m.put(i)
 	case opMEMOIZE:
 		return m.put(uint64(len(m.memo)))
-	case opGET:
-		l, err := m.textLine()
+	case opGET, opBINGET, opLONG_BINGET:
+		i, err := m.memoIndex(op)
 		if err != nil {
 			return err
 		}
-		i, err := strconv.ParseInt(string(l), 10, 64)
-		if err != nil || i < 0 {
-			return m.fail("bad GET index %q", truncate(string(l)))
-		}
-		return m.get(uint64(i))
-	case opBINGET:
-		i, err := m.u8()
-		if err != nil {
-			return err
-		}
-		return m.get(uint64(i))
-	case opLONG_BINGET:
-		i, err := m.u32()
-		if err != nil {
-			return err
-		}
-		return m.get(uint64(i))
+		return m.get(i)
 
 	case opPROTO:
 		v, err := m.u8()
@@ -1047,6 +1015,29 @@ func (m *vm) setItems(d *Dict, items []any) error {
 		}
 	}
 	return nil
+}
+
+// memoIndex reads the memo index operand of a PUT or GET opcode: a
+// decimal line (PUT, GET), one byte (BINPUT, BINGET) or four
+// (LONG_BINPUT, LONG_BINGET).
+func (m *vm) memoIndex(op byte) (uint64, error) {
+	switch op {
+	case opBINPUT, opBINGET:
+		i, err := m.u8()
+		return uint64(i), err
+	case opLONG_BINPUT, opLONG_BINGET:
+		i, err := m.u32()
+		return uint64(i), err
+	}
+	l, err := m.textLine()
+	if err != nil {
+		return 0, err
+	}
+	i, err := strconv.ParseInt(string(l), 10, 64)
+	if err != nil || i < 0 {
+		return 0, m.fail("bad %s index %q", opName(op), truncate(string(l)))
+	}
+	return uint64(i), nil
 }
 
 func (m *vm) put(i uint64) error {

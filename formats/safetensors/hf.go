@@ -263,72 +263,26 @@ func openShards(path string, isDir bool, m *ir.Model, opened func(string)) ([]*F
 // OpenHF reports as one note rather than one per tensor.
 const skipVision = "vision tensor"
 
-// hfBlock maps the per-layer Hugging Face suffixes shared by all families.
-var hfBlock = map[string]string{
-	"input_layernorm.weight":  "attn_norm.weight",
-	"mlp.down_proj.weight":    "ffn_down.weight",
-	"mlp.gate_proj.weight":    "ffn_gate.weight",
-	"mlp.up_proj.weight":      "ffn_up.weight",
-	"self_attn.q_proj.weight": "attn_q.weight",
-	"self_attn.k_proj.weight": "attn_k.weight",
-	"self_attn.v_proj.weight": "attn_v.weight",
-	"self_attn.o_proj.weight": "attn_output.weight",
-	"self_attn.q_norm.weight": "attn_q_norm.weight",
-	"self_attn.k_norm.weight": "attn_k_norm.weight",
-}
-
-// hfBlockGemma1 and hfBlockSandwich map the norms whose meaning differs by
-// family: in Gemma 1 post_attention_layernorm is the pre-FFN norm; Gemma 2
-// and 3 add sandwich norms and a separate pre_feedforward_layernorm.
-var (
-	hfBlockGemma1 = map[string]string{
-		"post_attention_layernorm.weight": "ffn_norm.weight",
-	}
-	hfBlockSandwich = map[string]string{
-		"post_attention_layernorm.weight":   "post_attention_norm.weight",
-		"pre_feedforward_layernorm.weight":  "ffn_norm.weight",
-		"post_feedforward_layernorm.weight": "post_ffw_norm.weight",
-	}
-)
-
-// textPrefixes are the prefixes of the text decoder's tensors: plain
-// causal LMs, and Gemma 3 multimodal checkpoints as older and newer
-// transformers versions save them.
-var textPrefixes = []string{"model.language_model.", "language_model.model.", "model."}
-
-// visionPrefixes mark Gemma 3's vision tower and projector.
-var visionPrefixes = []string{"vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector."}
-
 // MapName maps a Hugging Face tensor name to its canonical (GGUF) name for
-// a model with config c. When the tensor is not part of the text model
-// (vision tensors, rotary buffers, a tied lm_head) it returns skip, a
-// reason, and no name. Unknown names are an error.
+// a model with config c, with the vocabulary of ir's HF* functions. When
+// the tensor is not part of the text model (vision tensors, rotary
+// buffers, a tied lm_head) it returns skip, a reason, and no name. Unknown
+// names are an error.
 func MapName(hf string, c ir.Config) (name, skip string, err error) {
-	for _, p := range visionPrefixes {
-		if strings.HasPrefix(hf, p) {
-			return "", skipVision, nil
+	if ir.IsHFVision(hf) {
+		return "", skipVision, nil
+	}
+	if module, ok := strings.CutSuffix(hf, ".weight"); ok {
+		if g, ok := ir.HFGlobalName(module); ok {
+			if g == "output" && c.TiedEmbeddings {
+				return "", "the config ties embeddings, so the output projection is token_embd", nil
+			}
+			return g + ".weight", "", nil
 		}
 	}
-	if hf == "lm_head.weight" || hf == "language_model.lm_head.weight" {
-		if c.TiedEmbeddings {
-			return "", "the config ties embeddings, so the output projection is token_embd", nil
-		}
-		return "output.weight", "", nil
-	}
-	rest, ok := "", false
-	for _, p := range textPrefixes {
-		if rest, ok = strings.CutPrefix(hf, p); ok {
-			break
-		}
-	}
+	rest, ok := ir.CutHFTextPrefix(hf)
 	if !ok {
 		return "", "", fmt.Errorf("not a Gemma text-model tensor name")
-	}
-	switch rest {
-	case "embed_tokens.weight":
-		return "token_embd.weight", "", nil
-	case "norm.weight":
-		return "output_norm.weight", "", nil
 	}
 	layer, ok := strings.CutPrefix(rest, "layers.")
 	if !ok {
@@ -345,48 +299,21 @@ func MapName(hf string, c ir.Config) (name, skip string, err error) {
 	if suffix == "self_attn.rotary_emb.inv_freq" {
 		return "", "a RoPE buffer recomputed from the config, not a weight", nil
 	}
-	g, ok := hfBlock[suffix]
-	if !ok {
-		if c.Family == ir.Gemma1 {
-			g, ok = hfBlockGemma1[suffix]
-		} else {
-			g, ok = hfBlockSandwich[suffix]
+	module, ok := strings.CutSuffix(suffix, ".weight")
+	if ok {
+		var g string
+		if g, ok = ir.HFLayerName(module, c.Family); ok {
+			return fmt.Sprintf("blk.%d.%s.weight", n, g), "", nil
 		}
 	}
-	if !ok {
-		return "", "", fmt.Errorf("unknown per-layer tensor %q for a %s model", suffix, c.Family)
-	}
-	return fmt.Sprintf("blk.%d.%s", n, g), "", nil
+	return "", "", fmt.Errorf("unknown per-layer tensor %q for a %s model", suffix, c.Family)
 }
 
-// HFName is MapName's inverse for the text-only causal LM layout: the
-// Hugging Face name ("model.layers.0.input_layernorm.weight") under which
-// transformers stores a canonical tensor of a model of family f.
+// HFName is ir.HFName: the Hugging Face name under which transformers
+// stores a canonical tensor of a model of family f, for writers of
+// Hugging Face checkpoints.
 func HFName(canonical string, f ir.Family) (string, error) {
-	switch canonical {
-	case "token_embd.weight":
-		return "model.embed_tokens.weight", nil
-	case "output_norm.weight":
-		return "model.norm.weight", nil
-	case "output.weight":
-		return "lm_head.weight", nil
-	}
-	if rest, ok := strings.CutPrefix(canonical, "blk."); ok {
-		if num, suffix, ok := strings.Cut(rest, "."); ok {
-			tables := []map[string]string{hfBlock, hfBlockSandwich}
-			if f == ir.Gemma1 {
-				tables[1] = hfBlockGemma1
-			}
-			for _, t := range tables {
-				for hf, g := range t {
-					if g == suffix {
-						return "model.layers." + num + "." + hf, nil
-					}
-				}
-			}
-		}
-	}
-	return "", fmt.Errorf("no Hugging Face name for tensor %s of a %s model", canonical, f)
+	return ir.HFName(canonical, f)
 }
 
 // padScore is the score llama.cpp's convert_hf_to_gguf.py

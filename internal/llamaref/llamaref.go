@@ -337,7 +337,7 @@ func describeWant(w KV) string {
 
 func describeGot(v any) string {
 	if t, _, _ := gguf.TypeOf(v); t == gguf.TypeArray {
-		return fmt.Sprintf("%v len %d", typeNames(v), arrayLen(v))
+		return fmt.Sprintf("%v len %d", typeNames(v), gguf.ArrayLen(v))
 	}
 	return fmt.Sprintf("%v %v", typeNames(v), v)
 }
@@ -349,7 +349,7 @@ func compareValue(f *gguf.File, w KV, v any, opts Options) ([]Difference, error)
 	}
 	if w.Type[0] == "ARRAY" {
 		var diffs []Difference
-		if n := arrayLen(v); n != w.Len {
+		if n := gguf.ArrayLen(v); n != w.Len {
 			diffs = append(diffs, Difference{"kv", w.Key, "len", strconv.Itoa(w.Len), strconv.Itoa(n)})
 		}
 		raw, err := ElementBytes(v)
@@ -433,38 +433,6 @@ func scalarEqual(want json.RawMessage, v any) (bool, error) {
 		return fmt.Sprint(x) == strconv.FormatInt(w, 10), nil
 	}
 	return false, fmt.Errorf("unexpected value type %T", v)
-}
-
-func arrayLen(v any) int {
-	switch a := v.(type) {
-	case []uint8:
-		return len(a)
-	case []int8:
-		return len(a)
-	case []uint16:
-		return len(a)
-	case []int16:
-		return len(a)
-	case []uint32:
-		return len(a)
-	case []int32:
-		return len(a)
-	case []float32:
-		return len(a)
-	case []bool:
-		return len(a)
-	case []string:
-		return len(a)
-	case []uint64:
-		return len(a)
-	case []int64:
-		return len(a)
-	case []float64:
-		return len(a)
-	case []any:
-		return len(a)
-	}
-	return 0
 }
 
 // ElementBytes returns an array value's elements as llamacpp.json hashes
@@ -599,7 +567,7 @@ func KVValues(kvs []ir.KV) []string {
 		if t, _, _ := gguf.TypeOf(kv.Value); t == gguf.TypeArray {
 			raw, _ := ElementBytes(kv.Value)
 			sum := sha256.Sum256(raw)
-			out = append(out, fmt.Sprintf("%s %v len=%d sha256=%x", kv.Key, typeNames(kv.Value), arrayLen(kv.Value), sum))
+			out = append(out, fmt.Sprintf("%s %v len=%d sha256=%x", kv.Key, typeNames(kv.Value), gguf.ArrayLen(kv.Value), sum))
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s %v %v", kv.Key, typeNames(kv.Value), kv.Value))
