@@ -47,7 +47,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	root.AddCommand(newConvertCmd(g), newInspectCmd(g), newQuantizeCmd(g),
 		newTokenizeCmd(g), newRunCmd(g), newPerplexityCmd(g), newGoldensCmd(g), newVerifyCmd(g),
-		newImatrixCmd(g))
+		newImatrixCmd(g), newBundleCmd(g))
 	return root
 }
 
