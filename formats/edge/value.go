@@ -6,27 +6,29 @@ import (
 	"math"
 
 	flatbuffers "github.com/google/flatbuffers/go"
+
+	"github.com/gemmaconv/gemmaconv/ir"
 )
 
 // ValueType numbers an Extra value's type as GGUF does (gguf_type), so
 // metadata moves between the formats without a table.
 type ValueType uint8
 
-// The value types.
+// The value types, numbered as ir.KVType.
 const (
-	TypeUint8   ValueType = 0
-	TypeInt8    ValueType = 1
-	TypeUint16  ValueType = 2
-	TypeInt16   ValueType = 3
-	TypeUint32  ValueType = 4
-	TypeInt32   ValueType = 5
-	TypeFloat32 ValueType = 6
-	TypeBool    ValueType = 7
-	TypeString  ValueType = 8
-	TypeArray   ValueType = 9
-	TypeUint64  ValueType = 10
-	TypeInt64   ValueType = 11
-	TypeFloat64 ValueType = 12
+	TypeUint8   = ValueType(ir.KVUint8)
+	TypeInt8    = ValueType(ir.KVInt8)
+	TypeUint16  = ValueType(ir.KVUint16)
+	TypeInt16   = ValueType(ir.KVInt16)
+	TypeUint32  = ValueType(ir.KVUint32)
+	TypeInt32   = ValueType(ir.KVInt32)
+	TypeFloat32 = ValueType(ir.KVFloat32)
+	TypeBool    = ValueType(ir.KVBool)
+	TypeString  = ValueType(ir.KVString)
+	TypeArray   = ValueType(ir.KVArray)
+	TypeUint64  = ValueType(ir.KVUint64)
+	TypeInt64   = ValueType(ir.KVInt64)
+	TypeFloat64 = ValueType(ir.KVFloat64)
 )
 
 // width is the bytes of one element in raw, 0 for strings and arrays, -1
@@ -50,92 +52,91 @@ func (t ValueType) width() int {
 // encodeValue splits a Go value (the types ir.KV lists) into its type,
 // array flag, little-endian raw bytes, strings or items.
 func encodeValue(v any) (t ValueType, array bool, raw []byte, strs []string, items []any, err error) {
+	vt, elem, ok := ir.KVTypeOf(v)
+	if !ok {
+		return 0, false, nil, nil, nil, fmt.Errorf("unsupported metadata value type %T", v)
+	}
+	array = vt == ir.KVArray
+	t = ValueType(vt)
+	if array {
+		t = ValueType(elem)
+	}
 	le := binary.LittleEndian
 	switch x := v.(type) {
 	case uint8:
-		return TypeUint8, false, []byte{x}, nil, nil, nil
+		raw = []byte{x}
 	case int8:
-		return TypeInt8, false, []byte{byte(x)}, nil, nil, nil
+		raw = []byte{byte(x)}
 	case uint16:
-		return TypeUint16, false, le.AppendUint16(nil, x), nil, nil, nil
+		raw = le.AppendUint16(nil, x)
 	case int16:
-		return TypeInt16, false, le.AppendUint16(nil, uint16(x)), nil, nil, nil
+		raw = le.AppendUint16(nil, uint16(x))
 	case uint32:
-		return TypeUint32, false, le.AppendUint32(nil, x), nil, nil, nil
+		raw = le.AppendUint32(nil, x)
 	case int32:
-		return TypeInt32, false, le.AppendUint32(nil, uint32(x)), nil, nil, nil
+		raw = le.AppendUint32(nil, uint32(x))
 	case float32:
-		return TypeFloat32, false, le.AppendUint32(nil, math.Float32bits(x)), nil, nil, nil
+		raw = le.AppendUint32(nil, math.Float32bits(x))
 	case bool:
-		return TypeBool, false, []byte{boolByte(x)}, nil, nil, nil
+		raw = []byte{boolByte(x)}
 	case string:
-		return TypeString, false, nil, []string{x}, nil, nil
+		strs = []string{x}
 	case uint64:
-		return TypeUint64, false, le.AppendUint64(nil, x), nil, nil, nil
+		raw = le.AppendUint64(nil, x)
 	case int64:
-		return TypeInt64, false, le.AppendUint64(nil, uint64(x)), nil, nil, nil
+		raw = le.AppendUint64(nil, uint64(x))
 	case float64:
-		return TypeFloat64, false, le.AppendUint64(nil, math.Float64bits(x)), nil, nil, nil
+		raw = le.AppendUint64(nil, math.Float64bits(x))
 	case []uint8:
-		return TypeUint8, true, x, nil, nil, nil
+		raw = x
 	case []int8:
 		raw = make([]byte, len(x))
 		for i, e := range x {
 			raw[i] = byte(e)
 		}
-		return TypeInt8, true, raw, nil, nil, nil
 	case []bool:
 		raw = make([]byte, len(x))
 		for i, e := range x {
 			raw[i] = boolByte(e)
 		}
-		return TypeBool, true, raw, nil, nil, nil
 	case []uint16:
 		for _, e := range x {
 			raw = le.AppendUint16(raw, e)
 		}
-		return TypeUint16, true, raw, nil, nil, nil
 	case []int16:
 		for _, e := range x {
 			raw = le.AppendUint16(raw, uint16(e))
 		}
-		return TypeInt16, true, raw, nil, nil, nil
 	case []uint32:
 		for _, e := range x {
 			raw = le.AppendUint32(raw, e)
 		}
-		return TypeUint32, true, raw, nil, nil, nil
 	case []int32:
 		for _, e := range x {
 			raw = le.AppendUint32(raw, uint32(e))
 		}
-		return TypeInt32, true, raw, nil, nil, nil
 	case []float32:
 		for _, e := range x {
 			raw = le.AppendUint32(raw, math.Float32bits(e))
 		}
-		return TypeFloat32, true, raw, nil, nil, nil
 	case []uint64:
 		for _, e := range x {
 			raw = le.AppendUint64(raw, e)
 		}
-		return TypeUint64, true, raw, nil, nil, nil
 	case []int64:
 		for _, e := range x {
 			raw = le.AppendUint64(raw, uint64(e))
 		}
-		return TypeInt64, true, raw, nil, nil, nil
 	case []float64:
 		for _, e := range x {
 			raw = le.AppendUint64(raw, math.Float64bits(e))
 		}
-		return TypeFloat64, true, raw, nil, nil, nil
 	case []string:
-		return TypeString, true, nil, x, nil, nil
+		strs = x
 	case []any:
-		return TypeArray, true, nil, nil, x, nil
+		items = x
 	}
-	return 0, false, nil, nil, nil, fmt.Errorf("unsupported metadata value type %T", v)
+	return t, array, raw, strs, items, nil
 }
 
 func boolByte(b bool) byte {

@@ -8,11 +8,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 
 	"github.com/cespare/xxhash/v2"
 	flatbuffers "github.com/google/flatbuffers/go"
 
+	"github.com/gemmaconv/gemmaconv/internal/atomicfile"
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
@@ -41,7 +41,7 @@ type placed struct {
 // space reserved for it. The file is written under a temporary name in
 // path's directory, synced and renamed into place: path is either the
 // complete new file or untouched.
-func Write(path string, m *ir.Model, opts WriteOptions) (err error) {
+func Write(path string, m *ir.Model, opts WriteOptions) error {
 	if err := checkModel(m); err != nil {
 		return fmt.Errorf("bundle: %s: %w", path, err)
 	}
@@ -70,22 +70,12 @@ func Write(path string, m *ir.Model, opts WriteOptions) (err error) {
 		off = alignUp(off+places[i].size, Alignment)
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
-	tmpName := tmp.Name()
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmpName)
-		}
-	}()
-	if err := writeData(tmp, m.Tensors, places, dataStart, total, opts.Progress); err != nil {
+	defer tmp.Abort()
+	if err := writeData(tmp.File, m.Tensors, places, dataStart, total, opts.Progress); err != nil {
 		return fmt.Errorf("bundle: %s: %w", path, err)
 	}
 	// Second pass: the same header with offsets and hashes, which must
@@ -106,24 +96,10 @@ func Write(path string, m *ir.Model, opts WriteOptions) (err error) {
 		pre = pre[:PreambleSize+headerLen]
 	}
 	if _, err := tmp.WriteAt(pre, 0); err != nil {
-		return fmt.Errorf("bundle: writing %s: %w", tmpName, err)
+		return fmt.Errorf("bundle: writing %s: %w", tmp.Name(), err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("bundle: syncing %s: %w", tmpName, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("bundle: closing %s: %w", tmpName, err)
-	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	// Make the rename durable; failure here does not undo the write.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -247,14 +247,7 @@ func (w *Window) ReleaseRange(off, n int64) {
 	if !w.f.mapped || w.f.closed.Load() || off < 0 || n <= 0 || off >= w.size {
 		return
 	}
-	n = min(n, w.size-off)
-	ps := int64(os.Getpagesize())
-	start := (w.off + off) / ps * ps
-	end := (w.off + off + n + ps - 1) / ps * ps
-	if end > int64(len(w.f.data)) {
-		end = int64(len(w.f.data))
-	}
-	mmapfile.DontNeed(w.f.data[start:end])
+	mmapfile.ReleaseCovering(w.f.data, w.off+off, min(n, w.size-off))
 }
 
 // Open reads and validates a GGUF file's header and maps its data.

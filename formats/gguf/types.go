@@ -13,26 +13,29 @@ package gguf
 
 import (
 	"fmt"
+
+	"github.com/gemmaconv/gemmaconv/ir"
 )
 
 // ValueType is a GGUF metadata value type (gguf_metadata_value_type).
 type ValueType uint32
 
-// The GGUF metadata value types.
+// The GGUF metadata value types, numbered as ir.KVType (which follows
+// gguf_type).
 const (
-	TypeUint8   ValueType = 0
-	TypeInt8    ValueType = 1
-	TypeUint16  ValueType = 2
-	TypeInt16   ValueType = 3
-	TypeUint32  ValueType = 4
-	TypeInt32   ValueType = 5
-	TypeFloat32 ValueType = 6
-	TypeBool    ValueType = 7
-	TypeString  ValueType = 8
-	TypeArray   ValueType = 9
-	TypeUint64  ValueType = 10
-	TypeInt64   ValueType = 11
-	TypeFloat64 ValueType = 12
+	TypeUint8   = ValueType(ir.KVUint8)
+	TypeInt8    = ValueType(ir.KVInt8)
+	TypeUint16  = ValueType(ir.KVUint16)
+	TypeInt16   = ValueType(ir.KVInt16)
+	TypeUint32  = ValueType(ir.KVUint32)
+	TypeInt32   = ValueType(ir.KVInt32)
+	TypeFloat32 = ValueType(ir.KVFloat32)
+	TypeBool    = ValueType(ir.KVBool)
+	TypeString  = ValueType(ir.KVString)
+	TypeArray   = ValueType(ir.KVArray)
+	TypeUint64  = ValueType(ir.KVUint64)
+	TypeInt64   = ValueType(ir.KVInt64)
+	TypeFloat64 = ValueType(ir.KVFloat64)
 )
 
 var valueTypeNames = [...]string{"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32", "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"}
@@ -81,64 +84,18 @@ func (t ValueType) valid() bool { return t <= TypeFloat64 }
 // for a slice its element type. Nested arrays are []any whose elements are
 // slices; their element type is TypeArray.
 func TypeOf(v any) (typ, elem ValueType, err error) {
-	switch v := v.(type) {
-	case uint8:
-		return TypeUint8, 0, nil
-	case int8:
-		return TypeInt8, 0, nil
-	case uint16:
-		return TypeUint16, 0, nil
-	case int16:
-		return TypeInt16, 0, nil
-	case uint32:
-		return TypeUint32, 0, nil
-	case int32:
-		return TypeInt32, 0, nil
-	case float32:
-		return TypeFloat32, 0, nil
-	case bool:
-		return TypeBool, 0, nil
-	case string:
-		return TypeString, 0, nil
-	case uint64:
-		return TypeUint64, 0, nil
-	case int64:
-		return TypeInt64, 0, nil
-	case float64:
-		return TypeFloat64, 0, nil
-	case []uint8:
-		return TypeArray, TypeUint8, nil
-	case []int8:
-		return TypeArray, TypeInt8, nil
-	case []uint16:
-		return TypeArray, TypeUint16, nil
-	case []int16:
-		return TypeArray, TypeInt16, nil
-	case []uint32:
-		return TypeArray, TypeUint32, nil
-	case []int32:
-		return TypeArray, TypeInt32, nil
-	case []float32:
-		return TypeArray, TypeFloat32, nil
-	case []bool:
-		return TypeArray, TypeBool, nil
-	case []string:
-		return TypeArray, TypeString, nil
-	case []uint64:
-		return TypeArray, TypeUint64, nil
-	case []int64:
-		return TypeArray, TypeInt64, nil
-	case []float64:
-		return TypeArray, TypeFloat64, nil
-	case []any:
-		for i, e := range v {
-			if t, _, err := TypeOf(e); err != nil || t != TypeArray {
-				return 0, 0, fmt.Errorf("nested array element %d is %T, not an array", i, e)
+	t, e, ok := ir.KVTypeOf(v)
+	if !ok {
+		return 0, 0, fmt.Errorf("%T is not a GGUF value type", v)
+	}
+	if a, nested := v.([]any); nested {
+		for i, x := range a {
+			if t, _, err := TypeOf(x); err != nil || t != TypeArray {
+				return 0, 0, fmt.Errorf("nested array element %d is %T, not an array", i, x)
 			}
 		}
-		return TypeArray, TypeArray, nil
 	}
-	return 0, 0, fmt.Errorf("%T is not a GGUF value type", v)
+	return ValueType(t), ValueType(e), nil
 }
 
 // ArrayLen returns the number of elements of an array value (a value

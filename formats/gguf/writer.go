@@ -8,9 +8,8 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
-	"path/filepath"
 
+	"github.com/gemmaconv/gemmaconv/internal/atomicfile"
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
@@ -35,7 +34,7 @@ const chunkBytes = 4 << 20
 // to back. The file is written under a temporary name in path's directory
 // and renamed into place after an fsync; on any error the temporary file
 // is removed, so path is either the complete new file or untouched.
-func WriteFile(path string, kvs []ir.KV, tensors []*ir.Tensor, opts WriteOptions) (err error) {
+func WriteFile(path string, kvs []ir.KV, tensors []*ir.Tensor, opts WriteOptions) error {
 	kvs, align, err := prepareKV(kvs, opts.Alignment)
 	if err != nil {
 		return fmt.Errorf("gguf: %s: %w", path, err)
@@ -45,42 +44,17 @@ func WriteFile(path string, kvs []ir.KV, tensors []*ir.Tensor, opts WriteOptions
 		return fmt.Errorf("gguf: %s: %w", path, err)
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}
-	tmpName := tmp.Name()
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmpName)
-		}
-	}()
-
+	defer tmp.Abort()
 	w := bufio.NewWriterSize(tmp, 1<<20)
 	if err := encodeFile(w, kvs, tensors, infos, total, align, opts.Progress); err != nil {
 		return fmt.Errorf("gguf: %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return fmt.Errorf("gguf: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("gguf: syncing %s: %w", tmpName, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("gguf: closing %s: %w", tmpName, err)
-	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return fmt.Errorf("gguf: %w", err)
-	}
-	// Make the rename durable; failure here does not undo the write.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -642,11 +642,5 @@ func (w *Window) ReleaseRange(off, n int64) {
 	if w.f.closed || !w.f.mapped || off < 0 || n <= 0 || off >= w.n {
 		return
 	}
-	n = min(n, w.n-off)
-	ps := int64(os.Getpagesize())
-	start := (w.off + off + ps - 1) / ps * ps
-	end := (w.off + off + n) / ps * ps
-	if end > start {
-		mmapfile.DontNeed(w.f.data[start:end])
-	}
+	mmapfile.ReleaseWithin(w.f.data, w.off+off, min(n, w.n-off))
 }

@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/gemmaconv/gemmaconv/internal/atomicfile"
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
@@ -143,20 +142,11 @@ func Write(path string, tensors []*ir.Tensor, metadata map[string]string) (err e
 		return fmt.Errorf("safetensors: write %s: header of %d bytes exceeds the %d-byte limit", path, hdr.Len(), MaxHeaderSize)
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	tmp, err := atomicfile.Create(path)
 	if err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+	defer tmp.Abort()
 	var n [8]byte
 	binary.LittleEndian.PutUint64(n[:], uint64(hdr.Len()))
 	if _, err = tmp.Write(n[:]); err != nil {
@@ -182,23 +172,8 @@ func Write(path string, tensors []*ir.Tensor, metadata map[string]string) (err e
 			pos += k
 		}
 	}
-	if err = tmp.Chmod(0o644); err != nil {
+	if err = tmp.Commit(); err != nil {
 		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("safetensors: write %s: %w", path, err)
-	}
-	// Make the rename durable; failure to sync a directory is not fatal
-	// on filesystems that do not support it.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	return nil
 }
