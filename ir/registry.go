@@ -18,6 +18,9 @@ type Format struct {
 	Detect func(path string) bool
 	// Open reads the metadata and returns a model with lazy tensors.
 	Open func(path string, opts OpenOptions) (*Model, error)
+	// Integrity, when the format stores checksums of its own, re-reads
+	// the file at path and checks every one; nil for formats without.
+	Integrity func(path string) error
 }
 
 // OpenOptions carries what a format cannot find in its own files.
@@ -84,4 +87,25 @@ func Open(path string, opts OpenOptions) (*Model, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s: %w (known: %v)", path, ErrUnknownFormat, Formats())
+}
+
+// ErrNoIntegrity is returned by CheckIntegrity for a format that stores no
+// checksums of its own.
+var ErrNoIntegrity = errors.New("the format stores no checksums")
+
+// CheckIntegrity runs the integrity check of the format m was read from
+// on the file it was read from (m.Provenance), so callers need not know
+// which formats carry checksums.
+func CheckIntegrity(m *Model) error {
+	formatsMu.RLock()
+	defer formatsMu.RUnlock()
+	for _, f := range formats {
+		if f.Name == m.Provenance.Format {
+			if f.Integrity == nil {
+				return ErrNoIntegrity
+			}
+			return f.Integrity(m.Provenance.Path)
+		}
+	}
+	return ErrNoIntegrity
 }

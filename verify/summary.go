@@ -58,6 +58,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 		fmt.Fprintln(w)
 		failures("tokenizer")
 	}
+	if c := r.Integrity; c != nil {
+		fmt.Fprintf(w, "%s integrity  the format's own checksums\n", status(c.Passed))
+		failures("integrity")
+	}
 	if c := r.Weights; c != nil {
 		fmt.Fprintf(w, "%s weights    %d tensors compared, %d failed; worst cosine %.7f (%s), worst rel. RMSE %.3g (%s)",
 			status(c.Passed), c.Compared, c.Failed, float64(c.WorstCosine), c.WorstCosineTensor, float64(c.WorstRelRMSE), c.WorstRelTensor)

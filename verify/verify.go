@@ -35,9 +35,19 @@ type Report struct {
 	Config    *ConfigCheck    `json:"config,omitempty"`
 	TensorSet *TensorSetCheck `json:"tensor_set,omitempty"`
 	Tokenizer *TokenizerCheck `json:"tokenizer,omitempty"`
+	// Integrity is the artifact format's own checksum check (a bundle's
+	// per-tensor xxhash64); absent for formats that store no checksums.
+	Integrity *IntegrityCheck `json:"integrity,omitempty"`
 	Weights   *WeightsCheck   `json:"weights,omitempty"`
 	Goldens   *GoldensCheck   `json:"goldens,omitempty"`
 	KLD       *KLDCheck       `json:"kld,omitempty"`
+}
+
+// IntegrityCheck reports the artifact format's own checksums.
+type IntegrityCheck struct {
+	Passed bool `json:"passed"`
+	// Error names the first tensor whose checksum failed.
+	Error string `json:"error,omitempty"`
 }
 
 // ModelInfo identifies a verified model.
@@ -171,6 +181,14 @@ type Options struct {
 // a text too short for the context, goldens for another vocabulary).
 func Run(artifact, source *ir.Model, opts Options) (*Report, error) {
 	r := &Report{Version: ReportVersion, Artifact: info(artifact)}
+	switch err := ir.CheckIntegrity(artifact); {
+	case errors.Is(err, ir.ErrNoIntegrity):
+	case err != nil:
+		r.Integrity = &IntegrityCheck{Passed: false, Error: err.Error()}
+		r.fail("integrity", "", err.Error())
+	default:
+		r.Integrity = &IntegrityCheck{Passed: true}
+	}
 	if source != nil {
 		si := info(source)
 		r.Source = &si

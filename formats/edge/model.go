@@ -22,6 +22,7 @@ func init() {
 		Open: func(path string, _ ir.OpenOptions) (*ir.Model, error) {
 			return OpenModel(path)
 		},
+		Integrity: Verify,
 	})
 }
 
