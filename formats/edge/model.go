@@ -3,7 +3,6 @@ package edge
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/cespare/xxhash/v2"
@@ -82,70 +81,13 @@ func (f *File) Model() (*ir.Model, error) {
 
 // Window returns a lazy reader of t's data.
 func (f *File) Window(t *TensorInfo) *Window {
-	return &Window{f: f, name: t.Name, off: t.Offset, size: t.Size}
+	return f.src.Window(fmt.Sprintf("bundle: %s: tensor %s", f.Path, t.Name), t.Offset, t.Size)
 }
 
 // Window is one tensor's bytes in an open File. It implements io.ReaderAt,
-// ir.Releaser and ir.RangeReleaser.
-type Window struct {
-	f    *File
-	name string
-	off  int64 // file offset
-	size int64
-}
-
-// Size is the tensor's size in bytes.
-func (w *Window) Size() int64 { return w.size }
-
-// ReadAt reads from the tensor's data; off is relative to its start.
-func (w *Window) ReadAt(p []byte, off int64) (int, error) {
-	if w.f.closed.Load() {
-		return 0, fmt.Errorf("bundle: %s: tensor %s: file is closed", w.f.Path, w.name)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("bundle: %s: tensor %s: negative offset %d", w.f.Path, w.name, off)
-	}
-	if off >= w.size {
-		if len(p) == 0 {
-			return 0, nil
-		}
-		return 0, io.EOF
-	}
-	want := len(p)
-	if int64(want) > w.size-off {
-		p = p[:w.size-off]
-	}
-	if err := w.f.readAt(p, w.off+off); err != nil {
-		return 0, fmt.Errorf("bundle: %s: tensor %s: reading at byte %d: %w", w.f.Path, w.name, w.off+off, err)
-	}
-	if len(p) < want {
-		return len(p), io.EOF
-	}
-	return len(p), nil
-}
-
-// Bytes returns the tensor's data as a slice of the mapping, 64-byte
-// aligned and valid until the file is closed, or nil where the file is not
-// memory-mapped.
-func (w *Window) Bytes() []byte {
-	if w.f.data == nil || w.f.closed.Load() {
-		return nil
-	}
-	return w.f.data[w.off : w.off+w.size : w.off+w.size]
-}
-
-// Release tells the kernel the tensor's pages are no longer needed.
-func (w *Window) Release() { w.ReleaseRange(0, w.size) }
-
-// ReleaseRange drops the pages holding bytes [off, off+n) of the tensor.
-// The mapping is read-only and file-backed, so a page dropped too eagerly
-// is simply read again.
-func (w *Window) ReleaseRange(off, n int64) {
-	if !w.f.mapped || w.f.closed.Load() || off < 0 || n <= 0 || off >= w.size {
-		return
-	}
-	mmapfile.ReleaseCovering(w.f.data, w.off+off, min(n, w.size-off))
-}
+// ir.Releaser and ir.RangeReleaser; Bytes gives the mapped data, 64-byte
+// aligned, or nil where the file is not memory-mapped.
+type Window = mmapfile.Window
 
 // ErrHashMismatch is wrapped by Verify's error for a tensor whose bytes do
 // not hash to the value in the header.

@@ -12,8 +12,6 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
-	"sync/atomic"
 
 	"github.com/gemmaconv/gemmaconv/internal/mmapfile"
 	"github.com/gemmaconv/gemmaconv/ir"
@@ -78,10 +76,7 @@ type File struct {
 	Extra      []ir.KV
 	Tensors    []*TensorInfo
 
-	data   []byte   // the whole file when mapped (or given to Parse)
-	mapped bool     // data is an mmap
-	file   *os.File // nil for in-memory parses
-	closed atomic.Bool
+	src *mmapfile.File // the file's bytes: mapped, pread, or given to Parse
 }
 
 // TensorInfo is one row of the tensor table.
@@ -100,26 +95,14 @@ type TensorInfo struct {
 
 // Open reads and validates a bundle's header and maps the file.
 func Open(path string) (*File, error) {
-	fh, err := os.Open(path)
+	src, err := mmapfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, fmt.Errorf("bundle: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		fh.Close()
-		return nil, fmt.Errorf("bundle: %s: not a regular file", path)
-	}
-	f := &File{Path: path, Size: st.Size(), file: fh}
+	f := &File{Path: path, Size: src.Size(), src: src}
 	if f.Size < PreambleSize {
-		fh.Close()
+		src.Close()
 		return nil, &Error{Path: path, Item: "preamble", Msg: fmt.Sprintf("file has %d bytes, fewer than the %d-byte preamble", f.Size, PreambleSize)}
-	}
-	if data, err := mmapfile.Map(fh, f.Size); err == nil {
-		f.data, f.mapped = data, true
 	}
 	if err := f.parse(); err != nil {
 		f.Close()
@@ -131,7 +114,7 @@ func Open(path string) (*File, error) {
 // Parse validates a bundle held in memory (tests, tools). Windows of the
 // result read from data.
 func Parse(name string, data []byte) (*File, error) {
-	f := &File{Path: name, Size: int64(len(data)), data: data}
+	f := &File{Path: name, Size: int64(len(data)), src: mmapfile.FromBytes(data)}
 	if f.Size < PreambleSize {
 		return nil, &Error{Path: name, Item: "preamble", Msg: fmt.Sprintf("file has %d bytes, fewer than the %d-byte preamble", f.Size, PreambleSize)}
 	}
@@ -142,33 +125,15 @@ func Parse(name string, data []byte) (*File, error) {
 }
 
 // Close unmaps and closes the file. Windows must not be used afterwards.
-func (f *File) Close() error {
-	if f.closed.Swap(true) {
-		return nil
-	}
-	var err error
-	if f.mapped {
-		err = mmapfile.Unmap(f.data)
-	}
-	if f.file != nil {
-		if cerr := f.file.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
-}
+func (f *File) Close() error { return f.src.Close() }
 
 // readAt reads file bytes [off, off+len(p)) from the mapping or the file.
 func (f *File) readAt(p []byte, off int64) error {
-	if f.data != nil {
-		copy(p, f.data[off:])
-		return nil
-	}
-	n, err := f.file.ReadAt(p, off)
+	n, err := f.src.ReadAt(p, off)
 	if n == len(p) {
 		return nil
 	}
-	if err == nil {
+	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
@@ -199,8 +164,8 @@ func (f *File) parse() error {
 	f.HeaderSize = int64(hl)
 	f.DataOffset = alignUp(PreambleSize+f.HeaderSize, Alignment)
 	var hdr []byte
-	if f.data != nil {
-		hdr = f.data[PreambleSize : PreambleSize+f.HeaderSize]
+	if data := f.src.Bytes(); data != nil {
+		hdr = data[PreambleSize : PreambleSize+f.HeaderSize]
 	} else {
 		// Without a mapping the header is read whole; its size was
 		// checked against the file's.

@@ -1,14 +1,11 @@
 package gguf
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math"
 	"math/bits"
-	"os"
-	"sync/atomic"
 
 	"github.com/gemmaconv/gemmaconv/internal/mmapfile"
 	"github.com/gemmaconv/gemmaconv/ir"
@@ -88,10 +85,7 @@ type File struct {
 	kvIndex     map[string]int
 	kvOffsets   []int64 // file offset of each entry's key
 	tensorIndex map[string]int
-	data        []byte   // the whole file: mapped, or given to Parse; nil when reading with pread
-	mapped      bool     // data is an mmap (unmap on Close, madvise on Release)
-	file        *os.File // open while the File is; nil for in-memory parses
-	closed      atomic.Bool
+	src         *mmapfile.File // the file's bytes: mapped, pread, or given to Parse
 }
 
 // TensorInfo describes one tensor of a GGUF file.
@@ -157,125 +151,28 @@ func (f *File) Tensor(name string) *TensorInfo {
 
 // Window returns a lazy reader of t's data.
 func (f *File) Window(t *TensorInfo) *Window {
-	return &Window{f: f, name: t.Name, off: f.DataOffset + t.Offset, size: t.Size}
+	return f.src.Window(fmt.Sprintf("gguf: %s: tensor %s", f.Path, t.Name), f.DataOffset+t.Offset, t.Size)
 }
 
 // Close unmaps and closes the file. Windows must not be used afterwards.
-func (f *File) Close() error {
-	if f.closed.Swap(true) {
-		return nil
-	}
-	var err error
-	if f.mapped {
-		err = mmapfile.Unmap(f.data)
-	}
-	if f.file != nil {
-		if cerr := f.file.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
-}
+func (f *File) Close() error { return f.src.Close() }
 
-// Window is one tensor's bytes in an open File. It implements io.ReaderAt
-// and ir.Releaser.
-type Window struct {
-	f    *File
-	name string
-	off  int64 // file offset
-	size int64
-}
-
-// Size is the tensor's size in bytes.
-func (w *Window) Size() int64 { return w.size }
-
-// ReadAt reads from the tensor's data; off is relative to its start.
-func (w *Window) ReadAt(p []byte, off int64) (int, error) {
-	if w.f.closed.Load() {
-		return 0, fmt.Errorf("gguf: %s: tensor %s: file is closed", w.f.Path, w.name)
-	}
-	if off < 0 {
-		return 0, fmt.Errorf("gguf: %s: tensor %s: negative offset %d", w.f.Path, w.name, off)
-	}
-	if off >= w.size {
-		if len(p) == 0 {
-			return 0, nil
-		}
-		return 0, io.EOF
-	}
-	want := len(p)
-	if int64(want) > w.size-off {
-		p = p[:w.size-off]
-	}
-	var n int
-	var err error
-	if w.f.data != nil {
-		n = copy(p, w.f.data[w.off+off:])
-	} else {
-		n, err = w.f.file.ReadAt(p, w.off+off)
-		if err == io.EOF && n == len(p) {
-			err = nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("gguf: %s: tensor %s: %w", w.f.Path, w.name, err)
-		}
-	}
-	if n < want {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// Bytes returns the tensor's data as a slice of the mapping, valid until
-// the file is closed, or nil where the file is not memory-mapped.
-func (w *Window) Bytes() []byte {
-	if w.f.data == nil || w.f.closed.Load() {
-		return nil
-	}
-	return w.f.data[w.off : w.off+w.size : w.off+w.size]
-}
-
-// Release tells the kernel the tensor's pages are no longer needed, so a
-// consumer that walks the model tensor by tensor keeps its resident memory
-// near one tensor.
-func (w *Window) Release() { w.ReleaseRange(0, w.size) }
-
-// ReleaseRange drops the pages holding bytes [off, off+n) of the tensor
-// (ir.RangeReleaser). The mapping is read-only and file-backed, so a page
-// dropped too eagerly is simply read again.
-func (w *Window) ReleaseRange(off, n int64) {
-	if !w.f.mapped || w.f.closed.Load() || off < 0 || n <= 0 || off >= w.size {
-		return
-	}
-	mmapfile.ReleaseCovering(w.f.data, w.off+off, min(n, w.size-off))
-}
+// Window is one tensor's bytes in an open File. It implements io.ReaderAt,
+// ir.Releaser and ir.RangeReleaser, and Bytes gives the mapped data.
+type Window = mmapfile.Window
 
 // Open reads and validates a GGUF file's header and maps its data.
 func Open(path string) (*File, error) {
-	fh, err := os.Open(path)
+	src, err := mmapfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, fmt.Errorf("gguf: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		fh.Close()
-		return nil, fmt.Errorf("gguf: %s: not a regular file", path)
-	}
-	size := st.Size()
+	size := src.Size()
 	if size < 24 {
-		fh.Close()
+		src.Close()
 		return nil, &Error{path, "header", 0, fmt.Sprintf("file has %d bytes, fewer than a GGUF header's 24", size)}
 	}
-	f := &File{Path: path, Size: size, file: fh}
-	var src io.ReaderAt = fh
-	if data, err := mmapfile.Map(fh, size); err == nil {
-		f.data, f.mapped = data, true
-		src = bytes.NewReader(data)
-	}
+	f := &File{Path: path, Size: size, src: src}
 	if err := f.parse(src); err != nil {
 		f.Close()
 		return nil, err
@@ -286,11 +183,11 @@ func Open(path string) (*File, error) {
 // Parse validates a GGUF image held in memory, for tools and tests that
 // have the bytes already. Windows of the result read from data.
 func Parse(name string, data []byte) (*File, error) {
-	f := &File{Path: name, Size: int64(len(data)), data: data}
+	f := &File{Path: name, Size: int64(len(data)), src: mmapfile.FromBytes(data)}
 	if len(data) < 24 {
 		return nil, &Error{name, "header", 0, fmt.Sprintf("file has %d bytes, fewer than a GGUF header's 24", len(data))}
 	}
-	if err := f.parse(bytes.NewReader(data)); err != nil {
+	if err := f.parse(f.src); err != nil {
 		return nil, err
 	}
 	return f, nil
