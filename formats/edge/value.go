@@ -10,40 +10,18 @@ import (
 	"github.com/gemmaconv/gemmaconv/ir"
 )
 
-// ValueType numbers an Extra value's type as GGUF does (gguf_type), so
-// metadata moves between the formats without a table.
-type ValueType uint8
-
-// The value types, numbered as ir.KVType.
-const (
-	TypeUint8   = ValueType(ir.KVUint8)
-	TypeInt8    = ValueType(ir.KVInt8)
-	TypeUint16  = ValueType(ir.KVUint16)
-	TypeInt16   = ValueType(ir.KVInt16)
-	TypeUint32  = ValueType(ir.KVUint32)
-	TypeInt32   = ValueType(ir.KVInt32)
-	TypeFloat32 = ValueType(ir.KVFloat32)
-	TypeBool    = ValueType(ir.KVBool)
-	TypeString  = ValueType(ir.KVString)
-	TypeArray   = ValueType(ir.KVArray)
-	TypeUint64  = ValueType(ir.KVUint64)
-	TypeInt64   = ValueType(ir.KVInt64)
-	TypeFloat64 = ValueType(ir.KVFloat64)
-)
-
-// width is the bytes of one element in raw, 0 for strings and arrays, -1
-// for unknown types.
-func (t ValueType) width() int {
+// width is the bytes one element of type t takes in a value's raw bytes.
+func width(t ir.KVType) int {
 	switch t {
-	case TypeUint8, TypeInt8, TypeBool:
+	case ir.KVUint8, ir.KVInt8, ir.KVBool:
 		return 1
-	case TypeUint16, TypeInt16:
+	case ir.KVUint16, ir.KVInt16:
 		return 2
-	case TypeUint32, TypeInt32, TypeFloat32:
+	case ir.KVUint32, ir.KVInt32, ir.KVFloat32:
 		return 4
-	case TypeUint64, TypeInt64, TypeFloat64:
+	case ir.KVUint64, ir.KVInt64, ir.KVFloat64:
 		return 8
-	case TypeString, TypeArray:
+	case ir.KVString, ir.KVArray:
 		return 0
 	}
 	return -1
@@ -51,15 +29,15 @@ func (t ValueType) width() int {
 
 // encodeValue splits a Go value (the types ir.KV lists) into its type,
 // array flag, little-endian raw bytes, strings or items.
-func encodeValue(v any) (t ValueType, array bool, raw []byte, strs []string, items []any, err error) {
+func encodeValue(v any) (t ir.KVType, array bool, raw []byte, strs []string, items []any, err error) {
 	vt, elem, ok := ir.KVTypeOf(v)
 	if !ok {
 		return 0, false, nil, nil, nil, fmt.Errorf("unsupported metadata value type %T", v)
 	}
 	array = vt == ir.KVArray
-	t = ValueType(vt)
+	t = vt
 	if array {
-		t = ValueType(elem)
+		t = elem
 	}
 	le := binary.LittleEndian
 	switch x := v.(type) {
@@ -158,7 +136,7 @@ func buildValue(b *flatbuffers.Builder, v any, depth int) (flatbuffers.UOffsetT,
 	}
 	var rawOff, strsOff, itemsOff flatbuffers.UOffsetT
 	switch {
-	case t == TypeArray:
+	case t == ir.KVArray:
 		offs := make([]flatbuffers.UOffsetT, len(items))
 		for i, it := range items {
 			if offs[i], err = buildValue(b, it, depth+1); err != nil {
@@ -166,7 +144,7 @@ func buildValue(b *flatbuffers.Builder, v any, depth int) (flatbuffers.UOffsetT,
 			}
 		}
 		itemsOff = b.CreateVectorOfTables(offs)
-	case t == TypeString:
+	case t == ir.KVString:
 		strsOff = buildStrings(b, strs)
 	default:
 		rawOff = b.CreateByteVector(raw)
@@ -201,29 +179,29 @@ func buildStrings(b *flatbuffers.Builder, strs []string) flatbuffers.UOffsetT {
 // encodeValue took, copying everything out of the buffer.
 func decodeValue(v *verifier, x *fbValue, item string) (any, error) {
 	at := uint64(x._tab.Pos)
-	t, array := ValueType(x.Type()), x.IsArray()
-	w := t.width()
+	t, array := ir.KVType(x.Type()), x.IsArray()
+	w := width(t)
 	if w < 0 {
 		return nil, v.errf(at, item, "unknown value type %d", t)
 	}
 	raw, ns, ni := x.RawBytes(), x.StringsLength(), x.ItemsLength()
 	switch {
-	case t == TypeArray && !array:
+	case t == ir.KVArray && !array:
 		return nil, v.errf(at, item, "value of type array is not marked as an array")
-	case t == TypeArray && (raw != nil || ns != 0):
+	case t == ir.KVArray && (raw != nil || ns != 0):
 		return nil, v.errf(at, item, "array of arrays carries raw bytes or strings")
-	case t == TypeString && (raw != nil || ni != 0):
+	case t == ir.KVString && (raw != nil || ni != 0):
 		return nil, v.errf(at, item, "string value carries raw bytes or items")
 	case w > 0 && (ns != 0 || ni != 0):
 		return nil, v.errf(at, item, "%s value carries strings or items", typeName(t))
-	case t == TypeString && !array && ns != 1:
+	case t == ir.KVString && !array && ns != 1:
 		return nil, v.errf(at, item, "string value has %d strings, want 1", ns)
 	case w > 0 && !array && len(raw) != w:
 		return nil, v.errf(at, item, "%s value has %d raw bytes, want %d", typeName(t), len(raw), w)
 	case w > 0 && len(raw)%w != 0:
 		return nil, v.errf(at, item, "%s array has %d raw bytes, not a multiple of %d", typeName(t), len(raw), w)
 	}
-	if t == TypeString {
+	if t == ir.KVString {
 		s := make([]string, ns)
 		for i := range s {
 			s[i] = string(x.Strings(i))
@@ -233,7 +211,7 @@ func decodeValue(v *verifier, x *fbValue, item string) (any, error) {
 		}
 		return s, nil
 	}
-	if t == TypeArray {
+	if t == ir.KVArray {
 		out := make([]any, ni)
 		var it fbValue
 		for i := range out {
@@ -246,7 +224,7 @@ func decodeValue(v *verifier, x *fbValue, item string) (any, error) {
 		}
 		return out, nil
 	}
-	if t == TypeBool {
+	if t == ir.KVBool {
 		for i, b := range raw {
 			if b > 1 {
 				return nil, v.errf(at, item, "bool element %d is %d, neither 0 nor 1", i, b)
@@ -261,66 +239,66 @@ func decodeValue(v *verifier, x *fbValue, item string) (any, error) {
 }
 
 // decodeRaw turns little-endian elements into a Go slice of t's type.
-func decodeRaw(t ValueType, raw []byte) any {
+func decodeRaw(t ir.KVType, raw []byte) any {
 	le := binary.LittleEndian
 	switch t {
-	case TypeUint8:
+	case ir.KVUint8:
 		return append([]uint8{}, raw...)
-	case TypeInt8:
+	case ir.KVInt8:
 		a := make([]int8, len(raw))
 		for i := range a {
 			a[i] = int8(raw[i])
 		}
 		return a
-	case TypeBool:
+	case ir.KVBool:
 		a := make([]bool, len(raw))
 		for i := range a {
 			a[i] = raw[i] == 1
 		}
 		return a
-	case TypeUint16:
+	case ir.KVUint16:
 		a := make([]uint16, len(raw)/2)
 		for i := range a {
 			a[i] = le.Uint16(raw[2*i:])
 		}
 		return a
-	case TypeInt16:
+	case ir.KVInt16:
 		a := make([]int16, len(raw)/2)
 		for i := range a {
 			a[i] = int16(le.Uint16(raw[2*i:]))
 		}
 		return a
-	case TypeUint32:
+	case ir.KVUint32:
 		a := make([]uint32, len(raw)/4)
 		for i := range a {
 			a[i] = le.Uint32(raw[4*i:])
 		}
 		return a
-	case TypeInt32:
+	case ir.KVInt32:
 		a := make([]int32, len(raw)/4)
 		for i := range a {
 			a[i] = int32(le.Uint32(raw[4*i:]))
 		}
 		return a
-	case TypeFloat32:
+	case ir.KVFloat32:
 		a := make([]float32, len(raw)/4)
 		for i := range a {
 			a[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
 		}
 		return a
-	case TypeUint64:
+	case ir.KVUint64:
 		a := make([]uint64, len(raw)/8)
 		for i := range a {
 			a[i] = le.Uint64(raw[8*i:])
 		}
 		return a
-	case TypeInt64:
+	case ir.KVInt64:
 		a := make([]int64, len(raw)/8)
 		for i := range a {
 			a[i] = int64(le.Uint64(raw[8*i:]))
 		}
 		return a
-	default: // TypeFloat64
+	default: // ir.KVFloat64
 		a := make([]float64, len(raw)/8)
 		for i := range a {
 			a[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
@@ -357,7 +335,7 @@ func scalarOf(a any) any {
 	}
 }
 
-func typeName(t ValueType) string {
+func typeName(t ir.KVType) string {
 	names := [...]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array", "uint64", "int64", "float64"}
 	if int(t) < len(names) {
 		return names[t]
